@@ -1,0 +1,46 @@
+# The two commands of the README:
+#   make repro   set up .venv (first time only) and regenerate every table and figure (dvc repro)
+#   make test    set up .venv (first time only), bring the pipeline outputs up to date, run all tests
+#
+# Needs only Python 3.11 with pip and venv. Everything goes into ./.venv; nothing is installed globally.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+KERNEL := deconflict
+
+# Stage commands call `python`, `dvc` and `papermill`: make sure they are the environment's.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+# Quiet, deterministic, headless runs.
+export MPLBACKEND := Agg
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: repro test install kernel lab clean-venv
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	dvc repro
+	python -m pytest
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "deconflict needs Python 3.11, found " + sys.version.split()[0]' \
+		|| { echo "error: $(PYTHON) is not Python 3.11; run 'make PYTHON=/path/to/python3.11 ...'"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (deconflict)"
+	touch $(STAMP)
+
+# Open the notebooks with the project's kernel.
+lab: $(STAMP)
+	jupyter lab papers
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,149 @@
+"""Parameters: the root ``params.yaml``, per-paper ``params.yaml`` files and the two profiles.
+
+The root ``params.yaml`` holds what every paper shares::
+
+    profile: smoke        # smoke (CPU, synthetic data, minutes) | full (the papers' settings, GPU)
+    device: auto          # auto | cpu | cuda
+    data_root: data       # where the real datasets live (relative to the repository root)
+    seeds:
+      smoke: [0]
+      full: [0, 1, 2]
+
+A paper's ``params.yaml`` has one section per stage. Inside a section, the keys ``smoke`` and
+``full`` hold the values that differ between profiles; every other key is shared::
+
+    toy:
+      c1: 8.0
+      smoke: {steps: 600}
+      full: {steps: 3000}
+
+:func:`resolve_profile` merges the shared keys with the active profile's keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deconflict.errors import ConfigError
+
+__all__ = [
+    "PROFILES",
+    "DEVICES",
+    "RootParams",
+    "find_repo_root",
+    "load_yaml",
+    "load_root_params",
+    "validate_profile",
+    "resolve_profile",
+    "resolve_device",
+]
+
+PROFILES = ("smoke", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RootParams:
+    """The validated root parameters."""
+
+    profile: str
+    device: str
+    data_root: Path
+    seeds: tuple[int, ...]
+    repo_root: Path
+
+
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``.dvc/`` and ``params.yaml``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir() and (folder / "params.yaml").is_file():
+            return folder
+    raise ConfigError(
+        f"no deconflict checkout found at or above {here}: expected a folder with .dvc/ and "
+        "params.yaml. Run this from inside the repository."
+    )
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with an error that names the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"parameter file {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameter file {path} must hold a mapping, found {type(data).__name__}.")
+    return data
+
+
+def validate_profile(profile: Any) -> str:
+    """Return ``profile`` if it is ``smoke`` or ``full``, else raise a :class:`ConfigError`."""
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {profile!r}: use 'smoke' (CPU, synthetic data, minutes) or 'full' "
+            "(the papers' settings, real data, GPU), e.g. `dvc exp run -S profile=full`."
+        )
+    return profile
+
+
+def load_root_params(repo_root: str | Path | None = None) -> RootParams:
+    """Load and validate the root ``params.yaml``."""
+    root = find_repo_root(repo_root)
+    params = load_yaml(root / "params.yaml")
+    profile = validate_profile(params.get("profile", "smoke"))
+    device = params.get("device", "auto")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r} in params.yaml: use one of {', '.join(DEVICES)}.")
+    data_root = Path(params.get("data_root", "data"))
+    if not data_root.is_absolute():
+        data_root = root / data_root
+    seeds_by_profile = params.get("seeds", {})
+    seeds = seeds_by_profile.get(profile, [0]) if isinstance(seeds_by_profile, dict) else seeds_by_profile
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds.{profile} in params.yaml must be a non-empty list of integers, got {seeds!r}.")
+    return RootParams(profile=profile, device=device, data_root=data_root, seeds=tuple(seeds), repo_root=root)
+
+
+def resolve_profile(section: dict[str, Any], profile: str) -> dict[str, Any]:
+    """Merge a params section's shared keys with the keys of ``profile`` (which win).
+
+    >>> resolve_profile({"lr": 0.1, "smoke": {"steps": 5}, "full": {"steps": 500}}, "smoke")
+    {'lr': 0.1, 'steps': 5}
+    """
+    validate_profile(profile)
+    merged = {key: copy.deepcopy(value) for key, value in section.items() if key not in PROFILES}
+    overrides = section.get(profile) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"the {profile!r} entry of a params section must be a mapping, got {overrides!r}.")
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_device(name: str = "auto"):
+    """Turn ``auto | cpu | cuda`` into a :class:`torch.device`; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device 'cuda' was asked for but no CUDA GPU is visible: set `device: auto` or `device: cpu` "
+            "in params.yaml, or run on a machine with a GPU."
+        )
+    return torch.device(name)

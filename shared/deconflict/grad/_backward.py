@@ -1,0 +1,143 @@
+"""Aggregated backward pass: one direction into the shared part, each task's gradient into its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from deconflict.errors import NonFiniteError, ShapeError
+from deconflict.grad._jacobian import JacobianEngine, JacobianMode, as_param_list, stack_losses
+
+__all__ = ["write_grad", "split_like", "MultiTaskBackward", "BackwardResult", "multitask_backward"]
+
+
+def split_like(vector: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """Cut a flat D-vector into pieces shaped like ``params`` (inverse of flattening)."""
+    sizes = [p.numel() for p in params]
+    if vector.dim() != 1 or vector.shape[0] != sum(sizes):
+        raise ShapeError(
+            f"direction has shape {tuple(vector.shape)} but the parameters have {sum(sizes)} entries in all."
+        )
+    return [piece.view_as(p) for piece, p in zip(torch.split(vector, sizes), params)]
+
+
+def write_grad(params: Iterable[Tensor], vector: Tensor, *, accumulate: bool = False) -> None:
+    """Store the flat ``vector`` into the ``.grad`` of ``params`` (overwriting unless ``accumulate``)."""
+    params = list(params)
+    for param, piece in zip(params, split_like(vector, params)):
+        piece = piece.detach().to(dtype=param.dtype)
+        if accumulate and param.grad is not None:
+            param.grad.add_(piece)
+        else:
+            param.grad = piece.clone()
+
+
+@dataclass
+class BackwardResult:
+    """What one aggregated backward pass saw and did (read by monitors and logs)."""
+
+    jacobian: Tensor  # T×D: per-task gradients of the shared part (parameters or representation)
+    direction: Tensor  # D: the aggregated direction written into the shared part
+    level: str  # "parameter" or "feature"
+
+
+def _check_finite(matrix: Tensor, task_names: Sequence[str] | None, what: str) -> None:
+    bad_rows = (~torch.isfinite(matrix)).any(dim=1)
+    if bad_rows.any():
+        rows = [int(i) for i in torch.nonzero(bad_rows).flatten()]
+        names = [task_names[i] if task_names else f"task {i}" for i in rows]
+        raise NonFiniteError(
+            f"the {what} gradient of {', '.join(names)} contains NaN or Inf. Lower the learning rate, "
+            "check the inputs and targets for NaN, or clip the losses."
+        )
+
+
+class MultiTaskBackward:
+    """Backward pass of a multi-task model through an aggregator.
+
+    Parameter level (``representation=None``): the per-task gradients of the shared parameters
+    form a T×D Jacobian J; ``aggregate(J)`` gives one D-vector, written into the shared
+    parameters' ``.grad``.
+
+    Feature level (``representation=z``): the per-task gradients with respect to the shared
+    representation ``z`` (computed by backpropagating through the task heads only) form J;
+    ``aggregate(J)`` gives one direction on ``z``, which is then backpropagated once through the
+    shared encoder. This is how MGDA-UB (Sener & Koltun 2018, Sec. 3.3) and the "(rep)" methods of
+    the robust-MTL paper run.
+
+    In both cases the task-specific parameters of task t receive task t's own gradient
+    (row t of the Jacobian taken in the same backward passes), never the aggregate.
+    """
+
+    def __init__(self, mode: JacobianMode = "auto") -> None:
+        self.engine = JacobianEngine(mode)
+
+    def __call__(
+        self,
+        losses: Tensor | Sequence[Tensor],
+        shared_params: Iterable[Tensor],
+        task_params: Sequence[Iterable[Tensor]] | None,
+        aggregate: Callable[[Tensor], Tensor],
+        *,
+        representation: Tensor | None = None,
+        task_names: Sequence[str] | None = None,
+    ) -> BackwardResult:
+        losses = stack_losses(losses)
+        n_tasks = losses.shape[0]
+        shared_params = as_param_list(shared_params)
+        per_task = [list(group) for group in (task_params or [])]
+        if per_task and len(per_task) != n_tasks:
+            raise ShapeError(f"{n_tasks} losses but task parameters for {len(per_task)} tasks.")
+        own = [p for group in per_task for p in group]
+        sizes = [sum(p.numel() for p in group) for group in per_task]
+
+        level = "parameter" if representation is None else "feature"
+        targets = shared_params if representation is None else [representation]
+        width = sum(p.numel() for p in targets)
+        full = self.engine(losses, targets + own, retain_graph=representation is not None)
+        shared_jac = full[:, :width]
+        _check_finite(shared_jac, task_names, "shared-" + ("parameter" if level == "parameter" else "representation"))
+
+        direction = aggregate(shared_jac)
+        if direction.shape != (width,):
+            raise ShapeError(f"the aggregator returned shape {tuple(direction.shape)}, expected ({width},).")
+        if not torch.isfinite(direction).all():
+            raise NonFiniteError("the aggregated direction contains NaN or Inf although every task gradient is finite.")
+
+        if representation is None:
+            write_grad(shared_params, direction)
+        else:
+            grads = torch.autograd.grad(
+                representation, shared_params,
+                grad_outputs=direction.view_as(representation).to(representation.dtype),
+                allow_unused=True,
+            )
+            for param, grad in zip(shared_params, grads):
+                param.grad = torch.zeros_like(param) if grad is None else grad
+
+        start = width
+        for task, (group, size) in enumerate(zip(per_task, sizes)):
+            if group:
+                write_grad(group, full[task, start:start + size])
+            start += size
+        return BackwardResult(jacobian=shared_jac.detach(), direction=direction.detach(), level=level)
+
+
+def multitask_backward(
+    losses: Tensor | Sequence[Tensor],
+    shared_params: Iterable[Tensor],
+    task_params: Sequence[Iterable[Tensor]] | None,
+    aggregate: Callable[[Tensor], Tensor],
+    *,
+    representation: Tensor | None = None,
+    mode: JacobianMode = "auto",
+    task_names: Sequence[str] | None = None,
+) -> BackwardResult:
+    """One-off :class:`MultiTaskBackward` (see there). Keep an instance to reuse its backend choice."""
+    return MultiTaskBackward(mode)(
+        losses, shared_params, task_params, aggregate,
+        representation=representation, task_names=task_names,
+    )

@@ -1,0 +1,45 @@
+"""The contract every multi-task model of the project follows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["MultiTaskModel"]
+
+
+class MultiTaskModel(nn.Module):
+    """A model with a shared part, task-specific parts and a shared representation.
+
+    Subclasses define ``task_names`` and implement:
+
+    * :meth:`encode` — the shared part: inputs → shared representation z;
+    * :meth:`decode` — the task-specific part: z → ``{task_name: output}``;
+    * :meth:`shared_parameters` and :meth:`task_parameters` (one list per task, in ``task_names`` order).
+
+    ``forward(x) = decode(encode(x))``. Splitting the two lets the training engine take per-task
+    gradients either with respect to the shared parameters (parameter level) or with respect to z
+    (feature level), for any optimizer.
+    """
+
+    task_names: tuple[str, ...] = ()
+
+    def encode(self, inputs: Any) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, representation: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> dict[str, Tensor]:
+        return self.decode(self.encode(inputs))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def task_parameters(self) -> list[list[nn.Parameter]]:
+        raise NotImplementedError
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)

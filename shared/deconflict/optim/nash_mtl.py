@@ -1,0 +1,209 @@
+"""Nash-MTL — multi-task learning as a bargaining game (Navon et al., ICML 2022)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deconflict.errors import SolverError, SolverWarning
+from deconflict.optim._base import GramianAggregator
+from deconflict.optim._registry import register
+
+__all__ = ["NashMTL", "solve_bargaining_newton", "solve_bargaining_ccp"]
+
+
+def solve_bargaining_newton(gram: np.ndarray, tol: float = 1e-10, max_iter: int = 100,
+                            start: np.ndarray | None = None) -> np.ndarray:
+    """Solve ``G α = 1/α`` (element-wise), ``α > 0``, exactly.
+
+    The bargaining equation is the stationarity condition of the strictly convex function
+    ``φ(α) = ½ αᵀGα − Σ_i log α_i`` on α > 0 (its gradient is Gα − 1/α), so its solution is the
+    unique minimiser of φ, found here by damped Newton steps (Hessian G + diag(1/α²), positive
+    definite) that stay inside α > 0. Raises :class:`SolverError` when no solution exists, e.g.
+    when a task's gradient is zero or a non-negative combination of the gradients vanishes (then
+    φ is unbounded below).
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    n = gram.shape[0]
+    diag = np.diag(gram).copy()
+    if np.any(diag <= 0):
+        zero = [int(i) for i in np.nonzero(diag <= 0)[0]]
+        raise SolverError(f"tasks {zero} have zero gradients, so G α = 1/α has no solution")
+    scale = float(diag.mean())
+    g = gram / scale  # solve (G/s) a = 1/a, then α = a / √s
+    a = np.asarray(start, dtype=np.float64) * np.sqrt(scale) if start is not None else 1.0 / np.sqrt(np.diag(g))
+    if np.any(~np.isfinite(a)) or np.any(a <= 0):
+        a = 1.0 / np.sqrt(np.diag(g))
+
+    def phi(x: np.ndarray) -> float:
+        return 0.5 * float(x @ g @ x) - float(np.sum(np.log(x)))
+
+    for _ in range(max_iter):
+        ga = g @ a
+        if np.max(np.abs(a * ga - 1.0)) < tol:
+            return a / np.sqrt(scale)
+        residual = ga - 1.0 / a
+        hessian = g + np.diag(1.0 / a**2)
+        step = np.linalg.solve(hessian, residual)
+        positive = step > 0
+        t = min(1.0, 0.99 * float(np.min(a[positive] / step[positive]))) if positive.any() else 1.0
+        value, slope = phi(a), float(residual @ step)
+        while t > 1e-16 and phi(a - t * step) > value - 1e-4 * t * slope:
+            t *= 0.5
+        a = a - t * step
+        if np.max(a) > 1e12:
+            break
+    raise SolverError(
+        "G α = 1/α has no positive solution (φ is unbounded below): a non-negative combination "
+        "of the task gradients is (numerically) zero"
+    )
+
+
+def solve_bargaining_ccp(gram: np.ndarray, start: np.ndarray, optim_niter: int = 20) -> np.ndarray:
+    """The official code's sequence of convex problems (concave-convex procedure), with cvxpy.
+
+    As in ``AvivNavon/nash-mtl`` (``NashMTL._solve_optimization``): G is normalised by its
+    Frobenius norm n; each iteration solves
+
+        min_α  Σ_i (Gα)_i + ∇Φ(α_k)ᵀ(α − α_k) / n    s.t.  log(n α_i) + log((Gα)_i) ≥ 0,  α ≥ 0,
+
+    with Φ(α) = Σ_i log α_i + log (Gα)_i linearised at the previous iterate, and stops when
+    ‖Gα − 1/α‖ < 1e-3 or α stops moving. Solved with Clarabel (installed with cvxpy) instead of
+    ECOS, and — unlike the official code — a failed solve raises instead of silently reusing the
+    previous weights.
+    """
+    import cvxpy as cp
+
+    gram = np.asarray(gram, dtype=np.float64)
+    n_tasks = gram.shape[0]
+    norm = float(np.linalg.norm(gram))
+    if norm <= 0:
+        raise SolverError("all task gradients are zero")
+    g = gram / norm
+    alpha_prev = np.asarray(start, dtype=np.float64)
+    alpha = cp.Variable(n_tasks, nonneg=True)
+    g_alpha = g @ alpha
+    for _ in range(optim_niter):
+        gradient = 1.0 / alpha_prev + (1.0 / (g @ alpha_prev)) @ g
+        objective = cp.Minimize(cp.sum(g_alpha) + gradient @ (alpha - alpha_prev) / norm)
+        constraints = [cp.log(alpha[i] * norm) + cp.log(g_alpha[i]) >= 0 for i in range(n_tasks)]
+        problem = cp.Problem(objective, constraints)
+        try:
+            problem.solve(solver=cp.CLARABEL)
+        except cp.error.SolverError as error:
+            raise SolverError(f"Clarabel failed on the Nash-MTL sub-problem: {error}") from None
+        if problem.status not in ("optimal", "optimal_inaccurate") or alpha.value is None:
+            raise SolverError(f"the Nash-MTL sub-problem ended with status {problem.status!r}")
+        current = np.asarray(alpha.value, dtype=np.float64)
+        converged = (
+            np.linalg.norm(g @ current - 1.0 / (current + 1e-10)) < 1e-3
+            or np.linalg.norm(current - alpha_prev) < 1e-6
+        )
+        alpha_prev = current
+        if converged:
+            break
+    return alpha_prev
+
+
+@register("nashmtl", "nash")
+class NashMTL(GramianAggregator):
+    """Nash-MTL: the Nash bargaining solution among the tasks.
+
+    Navon et al., *Multi-Task Learning as a Bargaining Game*, ICML 2022, Eq. (2)/Claim 3.1: the
+    update is d = Σ_i α_i g_i where α > 0 solves ``GᵀG α = 1/α`` (here G has the task gradients as
+    columns, so GᵀG is the Gramian J Jᵀ), i.e. α_i ⟨g_i, d⟩ = 1 for every task: each task's
+    directional improvement is inversely proportional to its weight.
+
+    Solvers:
+        ``"newton"`` (default): the exact solution, as the minimiser of a strictly convex function
+        (see :func:`solve_bargaining_newton`); reliable and fast.
+        ``"ccp"``: the official code's sequence of convex approximations (optim_niter steps, cvxpy
+        with Clarabel; see :func:`solve_bargaining_ccp`).
+
+    The equation has no solution when a task's gradient is zero or a non-negative combination of
+    the gradients vanishes. The official code and LibMTL then silently keep the previous weights
+    (and, with cvxpy ≥ 1.6 without ECOS, fail on every step without telling). Here
+    ``on_failure="raise"`` raises :class:`SolverError`; ``"warn"`` (default) emits a
+    :class:`SolverWarning` naming the step and reuses the previous step's α, and raises when there
+    is no previous α. ``failures`` counts the fallbacks.
+
+    Args:
+        solver: ``"newton"`` or ``"ccp"``.
+        update_weights_every: recompute α every N steps and reuse it in between (official code
+            option, default 1 = every step).
+        max_norm: if > 0, scale α so that ‖Σ α_i g_i‖ ≤ max_norm (the official code clips the
+            update norm to 1.0; the paper does not), 0 = off.
+        optim_niter: iterations of the ``"ccp"`` solver (official default 20).
+        on_failure: ``"warn"`` or ``"raise"``.
+    """
+
+    name = "nash_mtl"
+    paper = "Navon et al. 2022, Multi-Task Learning as a Bargaining Game (ICML)"
+    equation = "Eq. (2), Claim 3.1: d = Σ α_i g_i with GᵀG α = 1/α (α_i⟨g_i, d⟩ = 1)"
+    stateful = True
+
+    def __init__(self, solver: str = "newton", update_weights_every: int = 1, max_norm: float = 0.0,
+                 optim_niter: int = 20, on_failure: str = "warn") -> None:
+        super().__init__()
+        if solver not in ("newton", "ccp"):
+            raise self._invalid(f"solver must be 'newton' or 'ccp', got {solver!r}.")
+        if not isinstance(update_weights_every, int) or update_weights_every < 1:
+            raise self._invalid(f"update_weights_every must be an integer ≥ 1, got {update_weights_every!r}.")
+        if not (isinstance(max_norm, (int, float)) and max_norm >= 0):
+            raise self._invalid(f"max_norm must be ≥ 0 (0 disables clipping), got {max_norm!r}.")
+        if not isinstance(optim_niter, int) or optim_niter < 1:
+            raise self._invalid(f"optim_niter must be an integer ≥ 1, got {optim_niter!r}.")
+        if on_failure not in ("warn", "raise"):
+            raise self._invalid(f"on_failure must be 'warn' or 'raise', got {on_failure!r}.")
+        self.solver = solver
+        self.update_weights_every = update_weights_every
+        self.max_norm = float(max_norm)
+        self.optim_niter = optim_niter
+        self.on_failure = on_failure
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.alpha: np.ndarray | None = None
+        self.failures = 0
+
+    def _solve(self, gram: np.ndarray) -> np.ndarray:
+        if self.solver == "newton":
+            return solve_bargaining_newton(gram, start=self.alpha)
+        start = self.alpha if self.alpha is not None else np.ones(gram.shape[0])
+        return solve_bargaining_ccp(gram, start=start, optim_niter=self.optim_niter)
+
+    def weights(self, gramian: Tensor) -> Tensor:
+        gram = gramian.detach().cpu().numpy().astype(np.float64)
+        if self.alpha is not None and self.alpha.shape[0] != gram.shape[0]:
+            raise self._invalid(f"the number of tasks changed from {self.alpha.shape[0]} to {gram.shape[0]}; call reset().")
+        if self.alpha is None or (self.calls - 1) % self.update_weights_every == 0:
+            try:
+                self.alpha = self._solve(gram)
+            except SolverError as error:
+                message = f"{self._where()}: {error}."
+                if self.on_failure == "raise" or self.alpha is None:
+                    raise SolverError(
+                        message + " Nash-MTL needs linearly independent, non-zero task gradients; "
+                        "use on_failure='warn' to reuse the previous weights on such steps."
+                    ) from None
+                self.failures += 1
+                warnings.warn(message + " Reusing the previous step's weights.", SolverWarning, stacklevel=4)
+        alpha = self.alpha
+        if self.max_norm > 0:
+            norm = float(np.sqrt(max(alpha @ gram @ alpha, 0.0)))
+            if norm > self.max_norm:
+                alpha = alpha * (self.max_norm / norm)
+        return torch.from_numpy(np.array(alpha)).to(device=gramian.device, dtype=gramian.dtype)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "alpha": None if self.alpha is None else self.alpha.tolist(),
+                "failures": self.failures}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.alpha = None if state.get("alpha") is None else np.asarray(state["alpha"], dtype=np.float64)
+        self.failures = int(state.get("failures", 0))

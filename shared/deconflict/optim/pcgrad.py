@@ -1,0 +1,84 @@
+"""PCGrad — gradient surgery (Yu et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from deconflict.optim._base import GramianAggregator
+from deconflict.optim._registry import register
+
+__all__ = ["PCGrad"]
+
+
+@register()
+class PCGrad(GramianAggregator):
+    """PCGrad: project each task gradient off the gradients it conflicts with.
+
+    Yu et al., *Gradient Surgery for Multi-Task Learning*, NeurIPS 2020, Algorithm 1: for every
+    task i, start from g_i^PC = g_i and, for each other task j **in random order**, if
+    g_i^PC · g_j < 0 replace g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j (projection onto the
+    normal plane of the *original* g_j). The update is Δθ = Σ_i g_i^PC.
+
+    Every g_i^PC is a linear combination of the original gradients, so the whole procedure runs on
+    the T×T Gramian (no D-sized temporaries) and the direction is Jᵀw.
+
+    Args:
+        reduction: ``"sum"`` (the paper's Σ_i g_i^PC) or ``"mean"`` (the CAGrad/Recon code, which
+            averages and rescales elsewhere).
+        shuffle: visit the other tasks in random order (the paper) or in index order.
+        seed: seed of the method's own random generator; ``None`` draws from torch's global
+            generator (seeded by the training engine).
+    """
+
+    name = "pcgrad"
+    paper = "Yu et al. 2020, Gradient Surgery for Multi-Task Learning (NeurIPS)"
+    equation = "Alg. 1: g_i ← g_i − (g_i·g_j / ‖g_j‖²) g_j if g_i·g_j < 0; Δθ = Σ_i g_i^PC"
+    stateful = True  # its random generator
+
+    def __init__(self, reduction: str = "sum", shuffle: bool = True, seed: int | None = None) -> None:
+        super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise self._invalid(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+        self.reduction = reduction
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        if self.seed is not None:
+            self._generator = torch.Generator().manual_seed(int(self.seed))
+
+    def _order(self, n_tasks: int, skip: int) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(n_tasks, generator=self._generator).tolist()
+        else:
+            order = list(range(n_tasks))
+        return [j for j in order if j != skip]
+
+    def weights(self, gramian: Tensor) -> Tensor:
+        n_tasks = gramian.shape[0]
+        coefficients = torch.eye(n_tasks, dtype=gramian.dtype)  # row i: g_i^PC in the basis g_1..g_T
+        gram = gramian.cpu()
+        for i in range(n_tasks):
+            for j in self._order(n_tasks, i):
+                inner = coefficients[i] @ gram[:, j]  # g_i^PC · g_j
+                if inner < 0:
+                    coefficients[i, j] -= inner / gram[j, j]
+        weights = coefficients.sum(dim=0)
+        if self.reduction == "mean":
+            weights = weights / n_tasks
+        return weights.to(gramian.device)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "generator" in state and self._generator is not None:
+            self._generator.set_state(state["generator"])

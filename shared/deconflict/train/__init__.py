@@ -1,0 +1,20 @@
+"""Layer 6 — the training engine (``deconflict.train``)."""
+
+from deconflict.train.callbacks import Callback, StepOutput
+from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
+from deconflict.train.engine import CHECKPOINT_NAME, TrainConfig, Trainer, TrainResult
+from deconflict.train.seeding import rng_state, seed_everything, set_rng_state
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "Callback",
+    "StepOutput",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "load_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+]
