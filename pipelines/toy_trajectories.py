@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from deconflict.cli import entrypoint
 from deconflict.config import load_root_params, load_yaml, resolve_profile
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     trajectories = pd.concat(frames, ignore_index=True)
     summary = summarise(trajectories, fallbacks, settings, [m.label for m in settings.methods])
     with atomic_path(args.out / "trajectories.csv") as tmp:
-        trajectories.to_csv(tmp, index=False, float_format="%.10g")
+        trajectories.to_csv(tmp, index=False, float_format="%.17g")
     with atomic_path(args.out / "summary.csv") as tmp:
-        summary.to_csv(tmp, index=False, float_format="%.10g")
+        summary.to_csv(tmp, index=False, float_format="%.17g")
     write_json(args.out / "meta.json", {
         "profile": profile,
         "seed": settings.seed,
