@@ -44,14 +44,26 @@ class BackwardResult:
     level: str  # "parameter" or "feature"
 
 
-def _check_finite(matrix: Tensor, task_names: Sequence[str] | None, what: str) -> None:
-    bad_rows = (~torch.isfinite(matrix)).any(dim=1)
-    if bad_rows.any():
-        rows = [int(i) for i in torch.nonzero(bad_rows).flatten()]
-        names = [task_names[i] if task_names else f"task {i}" for i in rows]
+def _names(rows: Sequence[int], task_names: Sequence[str] | None) -> str:
+    return ", ".join(task_names[i] if task_names else f"task {i}" for i in rows)
+
+
+def _check_finite_losses(losses: Tensor, task_names: Sequence[str] | None) -> None:
+    bad = (~torch.isfinite(losses.detach())).nonzero().flatten().tolist()
+    if bad:
         raise NonFiniteError(
-            f"the {what} gradient of {', '.join(names)} contains NaN or Inf. Lower the learning rate, "
-            "check the inputs and targets for NaN, or clip the losses."
+            f"the loss of {_names(bad, task_names)} is NaN or Inf. Lower the learning rate or check the "
+            "inputs, targets and loss for NaN, log(0) or division by zero."
+        )
+
+
+def _check_finite(matrix: Tensor, task_names: Sequence[str] | None, what: str) -> None:
+    bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteError(
+            f"the {what} gradient of {_names(bad, task_names)} contains NaN or Inf although the losses are "
+            "finite (an infinite derivative in one task's backward pass can reach the other tasks' rows as "
+            "0·Inf). Lower the learning rate, or look for sqrt/log/division at 0 in the model or loss."
         )
 
 
@@ -86,6 +98,7 @@ class MultiTaskBackward:
         task_names: Sequence[str] | None = None,
     ) -> BackwardResult:
         losses = stack_losses(losses)
+        _check_finite_losses(losses, task_names)
         n_tasks = losses.shape[0]
         shared_params = as_param_list(shared_params)
         per_task = [list(group) for group in (task_params or [])]

@@ -50,6 +50,7 @@ class Method:
         return InvalidHyperparameterError(f"{self.name}: {message}")
 
     def _where(self) -> str:
+        """"<name> at step <n>", n counting this method's calls from 1 (for messages)."""
         return f"{self.name} at step {self.calls}"
 
     # -- state -----------------------------------------------------------------------------
@@ -83,13 +84,13 @@ class Aggregator(Method):
             raise ShapeError(
                 f"{self.name}: expected a T×D Jacobian (2-D tensor, one row per task), got {shape}."
             )
+        self.calls += 1
         if not torch.isfinite(jacobian).all():
             rows = torch.nonzero((~torch.isfinite(jacobian)).any(dim=1)).flatten().tolist()
             raise NonFiniteError(
                 f"{self._where()}: the gradients of tasks {rows} contain NaN or Inf. Lower the learning "
                 "rate or check the losses for NaN before aggregating."
             )
-        self.calls += 1
         with torch.no_grad():
             direction = self.aggregate(jacobian.detach())
         if not torch.isfinite(direction).all():
@@ -130,12 +131,12 @@ class LossWeighting(Method):
         if not isinstance(losses, Tensor) or losses.dim() != 1 or losses.shape[0] == 0:
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ShapeError(f"{self.name}: expected a 1-D tensor of T losses, got {shape}.")
+        self.calls += 1
         if not torch.isfinite(losses).all():
             raise NonFiniteError(
                 f"{self._where()}: losses {losses.detach().tolist()} contain NaN or Inf. Lower the "
                 "learning rate or check the data."
             )
-        self.calls += 1
         return self.weigh(losses)
 
     def weigh(self, losses: Tensor) -> Tensor:

@@ -15,47 +15,56 @@ from deconflict.optim._registry import register
 __all__ = ["NashMTL", "solve_bargaining_newton", "solve_bargaining_ccp"]
 
 
-def solve_bargaining_newton(gram: np.ndarray, tol: float = 1e-10, max_iter: int = 100,
+def solve_bargaining_newton(gram: np.ndarray, tol: float = 1e-9, max_iter: int = 100,
                             start: np.ndarray | None = None) -> np.ndarray:
     """Solve ``G α = 1/α`` (element-wise), ``α > 0``, exactly.
 
     The bargaining equation is the stationarity condition of the strictly convex function
     ``φ(α) = ½ αᵀGα − Σ_i log α_i`` on α > 0 (its gradient is Gα − 1/α), so its solution is the
     unique minimiser of φ, found here by damped Newton steps (Hessian G + diag(1/α²), positive
-    definite) that stay inside α > 0. Raises :class:`SolverError` when no solution exists, e.g.
-    when a task's gradient is zero or a non-negative combination of the gradients vanishes (then
-    φ is unbounded below).
+    definite) that stay inside α > 0, until max_i |α_i (Gα)_i − 1| < ``tol``. Raises
+    :class:`SolverError` when no solution exists, e.g. when a task's gradient is zero or a
+    non-negative combination of the gradients vanishes (then φ is unbounded below).
     """
     gram = np.asarray(gram, dtype=np.float64)
-    n = gram.shape[0]
     diag = np.diag(gram).copy()
     if np.any(diag <= 0):
         zero = [int(i) for i in np.nonzero(diag <= 0)[0]]
         raise SolverError(f"tasks {zero} have zero gradients, so G α = 1/α has no solution")
     scale = float(diag.mean())
     g = gram / scale  # solve (G/s) a = 1/a, then α = a / √s
-    a = np.asarray(start, dtype=np.float64) * np.sqrt(scale) if start is not None else 1.0 / np.sqrt(np.diag(g))
-    if np.any(~np.isfinite(a)) or np.any(a <= 0):
-        a = 1.0 / np.sqrt(np.diag(g))
+    a = 1.0 / np.sqrt(np.diag(g))
+    if start is not None:
+        candidate = np.asarray(start, dtype=np.float64) * np.sqrt(scale)
+        if candidate.shape == a.shape and np.all(np.isfinite(candidate)) and np.all(candidate > 0):
+            a = candidate
 
     def phi(x: np.ndarray) -> float:
         return 0.5 * float(x @ g @ x) - float(np.sum(np.log(x)))
 
+    def residual_norm(x: np.ndarray) -> float:
+        return float(np.max(np.abs(x * (g @ x) - 1.0)))
+
     for _ in range(max_iter):
-        ga = g @ a
-        if np.max(np.abs(a * ga - 1.0)) < tol:
+        if residual_norm(a) < tol:
             return a / np.sqrt(scale)
-        residual = ga - 1.0 / a
-        hessian = g + np.diag(1.0 / a**2)
-        step = np.linalg.solve(hessian, residual)
+        gradient = g @ a - 1.0 / a
+        try:
+            step = np.linalg.solve(g + np.diag(1.0 / a**2), gradient)
+        except np.linalg.LinAlgError:  # G singular and α so large that 1/α² vanishes: unbounded
+            break
+        decrement = float(gradient @ step)  # Newton decrement λ²
         positive = step > 0
         t = min(1.0, 0.99 * float(np.min(a[positive] / step[positive]))) if positive.any() else 1.0
-        value, slope = phi(a), float(residual @ step)
-        while t > 1e-16 and phi(a - t * step) > value - 1e-4 * t * slope:
-            t *= 0.5
+        if decrement > 1e-20:  # Armijo backtracking, except at round-off level where φ cannot resolve it
+            value = phi(a)
+            while t > 1e-16 and phi(a - t * step) > value - 1e-4 * t * decrement:
+                t *= 0.5
         a = a - t * step
         if np.max(a) > 1e12:
             break
+    if np.all(np.isfinite(a)) and np.all(a > 0) and residual_norm(a) < 1e3 * tol and np.max(a) <= 1e12:
+        return a / np.sqrt(scale)  # converged to round-off, slightly above tol
     raise SolverError(
         "G α = 1/α has no positive solution (φ is unbounded below): a non-negative combination "
         "of the task gradients is (numerically) zero"

@@ -58,19 +58,24 @@ class PCGrad(GramianAggregator):
             order = list(range(n_tasks))
         return [j for j in order if j != skip]
 
-    def weights(self, gramian: Tensor) -> Tensor:
+    def projections(self, gramian: Tensor) -> Tensor:
+        """T×T matrix C whose row i expresses g_i^PC in the basis of the original gradients (C J)."""
         n_tasks = gramian.shape[0]
-        coefficients = torch.eye(n_tasks, dtype=gramian.dtype)  # row i: g_i^PC in the basis g_1..g_T
+        coefficients = torch.eye(n_tasks, dtype=gramian.dtype)
         gram = gramian.cpu()
         for i in range(n_tasks):
             for j in self._order(n_tasks, i):
                 inner = coefficients[i] @ gram[:, j]  # g_i^PC · g_j
                 if inner < 0:
                     coefficients[i, j] -= inner / gram[j, j]
-        weights = coefficients.sum(dim=0)
+        return coefficients.to(gramian.device)
+
+    def weights(self, gramian: Tensor) -> Tensor:
+        n_tasks = gramian.shape[0]
+        weights = self.projections(gramian).sum(dim=0)
         if self.reduction == "mean":
             weights = weights / n_tasks
-        return weights.to(gramian.device)
+        return weights
 
     def state_dict(self) -> dict:
         state = super().state_dict()
