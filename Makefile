@@ -23,9 +23,12 @@ export PYTHONHASHSEED := 0
 repro: $(STAMP)
 	dvc repro
 
+# pytest exits with 5 when it collects nothing: that is a broken setup, not a pass.
 test: $(STAMP)
 	dvc repro
-	python -m pytest
+	python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests: the test setup is broken"; exit 1; fi; \
+	exit $$status
 
 install: $(STAMP)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -90,14 +91,17 @@ def _jacobian_loop(losses: Tensor, params: list[Tensor], retain_graph: bool) -> 
 
 
 class JacobianEngine:
-    """Computes Jacobians and remembers which backend works for the model at hand.
+    """Computes Jacobians and remembers which backend is right for the model at hand.
 
     ``mode="batched"`` takes all T vector-Jacobian products in one call of
     ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the backward pass);
-    ``mode="loop"`` runs T backward passes; ``mode="auto"`` tries the batched path first and falls
-    back to the loop, for good, the first time torch cannot batch an operation of the model (or
-    would silently fall back to a slow per-sample loop inside vmap). Both backends give the same
-    numbers (tested to float64 round-off).
+    ``mode="loop"`` runs T backward passes. Both give the same numbers (to float64 round-off).
+
+    ``mode="auto"`` decides on the first call with T > 1: if torch cannot batch an operation of the
+    model (an error, or vmap's warning that it falls back to a slow per-sample loop), it uses the
+    loop; otherwise it times both backends on that call's graph and keeps the faster one (on the
+    CPU the loop often wins: vmap's batched convolution backward is slow there; on a GPU the
+    batched call usually wins). ``resolved`` tells the choice, ``timings`` the measurement.
     """
 
     def __init__(self, mode: JacobianMode = "auto") -> None:
@@ -105,6 +109,7 @@ class JacobianEngine:
             raise ValueError(f"unknown Jacobian mode {mode!r}: use one of {', '.join(_MODES)}.")
         self.mode: JacobianMode = mode
         self.resolved: Literal["batched", "loop"] | None = None if mode == "auto" else mode
+        self.timings: dict[str, float] = {}
 
     def __call__(self, losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor,
                  *, retain_graph: bool = True) -> Tensor:
@@ -114,11 +119,13 @@ class JacobianEngine:
             return _jacobian_loop(losses, params, retain_graph)
         if self.resolved == "batched":
             return _jacobian_batched(losses, params, retain_graph)
-        # auto, undecided: try batched while watching for vmap's slow-fallback warning.
+        return self._calibrate(losses, params, retain_graph)
+
+    def _calibrate(self, losses: Tensor, params: list[Tensor], retain_graph: bool) -> Tensor:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = _jacobian_batched(losses, params, retain_graph=True)
+                _jacobian_batched(losses, params, retain_graph=True)  # also warms vmap up
         except (RuntimeError, NotImplementedError):
             self.resolved = "loop"
             return _jacobian_loop(losses, params, retain_graph)
@@ -127,8 +134,21 @@ class JacobianEngine:
             return _jacobian_loop(losses, params, retain_graph)
         for w in caught:  # not ours to swallow
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        self.resolved = "batched"
+        device = losses.device
+        start = _now(device)
+        _jacobian_loop(losses, params, retain_graph=True)
+        self.timings["loop"] = _now(device) - start
+        start = _now(device)
+        result = _jacobian_batched(losses, params, retain_graph=retain_graph)
+        self.timings["batched"] = _now(device) - start
+        self.resolved = "batched" if self.timings["batched"] <= self.timings["loop"] else "loop"
         return result
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor, *,

@@ -157,7 +157,7 @@ class Trainer:
     # -- identity of a run -------------------------------------------------------------------
     def _make_fingerprint(self, extra: dict[str, Any]) -> str:
         description = {
-            "config": {k: v for k, v in asdict(self.config).items() if k not in ("progress", "log_every", "checkpoint_every")},
+            "config": {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "progress", "log_every", "checkpoint_every")},
             "model": type(self.model).__name__,
             "shapes": [list(p.shape) for p in self.model.parameters()],
             "weighting": repr(self.weighting),

@@ -1,0 +1,136 @@
+"""The house rules: layout, notebooks wired to stages, pins in agreement, layers respected."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from deconflict.config import resolve_profile
+from tests.tools.refresh_golden import problems
+
+REPO = Path(__file__).resolve().parents[1]
+PAPERS = sorted(p for p in (REPO / "papers").iterdir() if p.is_dir())
+NOTEBOOKS = sorted(REPO.glob("papers/*/notebooks/*.ipynb"))
+REQUIRED_TOP_LEVEL = {"papers", "shared", "pipelines", "data", "tests", "dvc.yaml", "environment.yml",
+                      "params.yaml", "pyproject.toml", "README.md", ".ci"}
+ALLOWED_TOP_LEVEL = REQUIRED_TOP_LEVEL | {"Makefile", ".gitignore", ".dvcignore", ".dvc", "dvc.lock"}
+
+
+def tracked_top_level() -> set[str]:
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return {name.split("/")[0] for name in files}
+
+
+def test_top_level_is_the_design_cards():
+    top = tracked_top_level()
+    assert REQUIRED_TOP_LEVEL <= top, REQUIRED_TOP_LEVEL - top
+    assert top <= ALLOWED_TOP_LEVEL, top - ALLOWED_TOP_LEVEL
+    assert (REPO / ".ci" / "run").stat().st_mode & 0o111, ".ci/run must be executable"
+
+
+def test_dvcignore_keeps_caches_out_of_hashes():
+    lines = (REPO / ".dvcignore").read_text().splitlines()
+    for pattern in ("__pycache__/", "*.pyc", ".ipynb_checkpoints/"):
+        assert pattern in lines
+
+
+@pytest.mark.parametrize("paper", PAPERS, ids=[p.name for p in PAPERS])
+def test_every_paper_folder_has_its_parts(paper):
+    for part in ("dvc.yaml", "params.yaml", "README.md", "notebooks", "reference"):
+        assert (paper / part).exists(), f"{paper.name} lacks {part}"
+    for csv in (paper / "reference").glob("*.csv"):
+        header = csv.read_text().splitlines()[0].split(",")
+        assert header[0] == "table_or_figure", f"{csv.name}: first column must name the table or figure"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_notebook_is_clean_parameterised_and_wired_to_a_stage(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    assert problems(nb) == [], "run tests/tools/refresh_golden.py on it"
+    assert nb.metadata["kernelspec"]["name"] == "deconflict"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+    defaults = {}
+    exec(tagged[0].source, {}, defaults)  # noqa: S102 - our own notebook's literal defaults
+    assert {"profile", "out_dir"} <= defaults.keys() and defaults["profile"] == "smoke" and defaults["out_dir"] is None
+    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells), "the summary cell is checked by nbval"
+
+    paper = notebook.parents[1]
+    params = yaml.safe_load((paper / "params.yaml").read_text())
+    for key, value in resolve_profile(params.get(notebook.stem, {}), "smoke").items():
+        assert defaults.get(key) == value, f"smoke value of {key} differs between params.yaml and the notebook"
+
+    stages = yaml.safe_load((paper / "dvc.yaml").read_text())["stages"]
+    stage = stages.get(notebook.stem)
+    assert stage, f"{paper.name}/dvc.yaml has no stage {notebook.stem}"
+    assert f"notebooks/{notebook.name}" in stage["cmd"] and f"notebooks/{notebook.name}" in stage["deps"]
+    assert {f"outputs/{notebook.stem}", f"outputs/executed/{notebook.name}"} <= set(map(str, stage["outs"]))
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
+    output = f"papers/{paper.name}/outputs/{notebook.stem}"
+    assert output in root["deps"] and output in root["cmd"], "the root report stage must depend on it"
+
+
+def test_environment_yml_agrees_with_pyproject():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pins = {}
+    for requirement in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["test"]:
+        name, _, version = requirement.partition("==")
+        assert version, f"{requirement} is not pinned exactly"
+        pins[name.lower()] = version
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    for entry in env["dependencies"]:
+        if isinstance(entry, dict):
+            assert entry["pip"] == ['-e ".[test]"'] or entry["pip"] == ["-e .[test]"]
+            continue
+        name, _, version = entry.partition("=")
+        if name == "python":
+            assert version == "3.11"
+        elif name.lower() in pins and version:
+            assert version == pins[name.lower()], f"environment.yml pins {entry}, pyproject {pins[name.lower()]}"
+
+
+def test_readme_shows_the_two_commands_and_they_exist():
+    readme = (REPO / "README.md").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    for command in ("make repro", "make test"):
+        assert command in readme
+        assert re.search(rf"^{command.split()[1]}:", makefile, re.M)
+    assert "dvc exp run -S profile=full" in readme
+
+
+LAYERS = {
+    "errors": 0, "io": 0, "config": 0, "cli": 0,
+    "grad": 1, "optim": 2, "models": 3, "data": 3, "methods": 4, "metrics": 5, "analysis": 5,
+    "train": 6, "experiments": 7, "reporting": 7,
+}
+
+
+def test_lower_layers_never_import_higher_ones():
+    package = REPO / "shared" / "deconflict"
+    violations = []
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        own = LAYERS[parts[0]]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                if name.startswith("deconflict."):
+                    target = name.split(".")[1]
+                    if LAYERS[target] > own:
+                        violations.append(f"{'/'.join(parts)} (layer {own}) imports {name} (layer {LAYERS[target]})")
+    assert violations == []
