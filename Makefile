@@ -13,8 +13,7 @@ KERNEL := deconflict
 # Stage commands call `python`, `dvc` and `papermill`: make sure they are the environment's.
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
-# Quiet, deterministic, headless runs.
-export MPLBACKEND := Agg
+# Deterministic runs, no analytics. (No MPLBACKEND here: notebooks keep their inline figures.)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 

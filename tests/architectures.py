@@ -8,14 +8,11 @@ from torch import Tensor, nn
 from deconflict.models import MultiTaskModel
 
 
-class MLPMultiTask(MultiTaskModel):
-    """Shared two-layer trunk, one linear head per task."""
+class TrunkAndHeads(MultiTaskModel):
+    """A shared ``trunk`` and one module per task in ``heads`` (set by subclasses)."""
 
-    def __init__(self, n_tasks: int, width: int = 6, in_features: int = 5) -> None:
-        super().__init__()
-        self.task_names = tuple(f"t{i}" for i in range(n_tasks))
-        self.trunk = nn.Sequential(nn.Linear(in_features, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh())
-        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(n_tasks))
+    trunk: nn.Module
+    heads: nn.ModuleList
 
     def encode(self, inputs: Tensor) -> Tensor:
         return self.trunk(inputs)
@@ -30,7 +27,17 @@ class MLPMultiTask(MultiTaskModel):
         return [list(head.parameters()) for head in self.heads]
 
 
-class ConvBNMultiTask(MultiTaskModel):
+class MLPMultiTask(TrunkAndHeads):
+    """Shared two-layer trunk, one linear head per task."""
+
+    def __init__(self, n_tasks: int, width: int = 6, in_features: int = 5) -> None:
+        super().__init__()
+        self.task_names = tuple(f"t{i}" for i in range(n_tasks))
+        self.trunk = nn.Sequential(nn.Linear(in_features, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh())
+        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(n_tasks))
+
+
+class ConvBNMultiTask(TrunkAndHeads):
     """Conv trunk with BatchNorm (training mode), one head per task."""
 
     def __init__(self, n_tasks: int, channels: int = 4) -> None:
@@ -43,18 +50,6 @@ class ConvBNMultiTask(MultiTaskModel):
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()) for _ in range(n_tasks)
         )
-
-    def encode(self, inputs: Tensor) -> Tensor:
-        return self.trunk(inputs)
-
-    def decode(self, representation: Tensor) -> dict[str, Tensor]:
-        return {name: head(representation).squeeze(-1) for name, head in zip(self.task_names, self.heads)}
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.trunk.parameters())
-
-    def task_parameters(self) -> list[list[nn.Parameter]]:
-        return [list(head.parameters()) for head in self.heads]
 
 
 class PartlyUnusedMultiTask(MultiTaskModel):
