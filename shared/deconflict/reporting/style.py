@@ -13,7 +13,7 @@ SMOKE_NOTE = (
 def profile_note(profile: str, short: bool = False) -> str:
     """One line saying which profile produced a result and what that means."""
     if profile == "full":
-        return "full profile: the paper's settings"
+        return "full profile: the paper's settings (choices it leaves open: see the paper's README)"
     return "smoke profile — not comparable to the paper" if short else SMOKE_NOTE
 
 
