@@ -20,11 +20,18 @@ class TrunkAndHeads(MultiTaskModel):
     def decode(self, representation: Tensor) -> dict[str, Tensor]:
         return {name: head(representation).squeeze(-1) for name, head in zip(self.task_names, self.heads)}
 
+    def decode_tasks(self, representations) -> dict[str, Tensor]:
+        return {name: head(view).squeeze(-1) for name, head, view in zip(self.task_names, self.heads, representations)}
+
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.trunk.parameters())
 
     def task_parameters(self) -> list[list[nn.Parameter]]:
         return [list(head.parameters()) for head in self.heads]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        last = [m for m in self.trunk.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+        return list(last.parameters())
 
 
 class MLPMultiTask(TrunkAndHeads):

@@ -96,7 +96,9 @@ class MultiTaskBackward:
         *,
         representation: Tensor | None = None,
         task_names: Sequence[str] | None = None,
+        context: object = None,
     ) -> BackwardResult:
+        """``aggregate`` is called as ``aggregate(J)``, or ``aggregate(J, context)`` when a context is given."""
         losses = stack_losses(losses)
         _check_finite_losses(losses, task_names)
         n_tasks = losses.shape[0]
@@ -114,7 +116,7 @@ class MultiTaskBackward:
         shared_jac = full[:, :width]
         _check_finite(shared_jac, task_names, "shared-" + ("parameter" if level == "parameter" else "representation"))
 
-        direction = aggregate(shared_jac)
+        direction = aggregate(shared_jac) if context is None else aggregate(shared_jac, context)
         if direction.shape != (width,):
             raise ShapeError(f"the aggregator returned shape {tuple(direction.shape)}, expected ({width},).")
         if not torch.isfinite(direction).all():

@@ -79,12 +79,13 @@ def _jacobian_batched(losses: Tensor, params: list[Tensor], retain_graph: bool) 
     return _flatten(grads, params, rows)
 
 
-def _jacobian_loop(losses: Tensor, params: list[Tensor], retain_graph: bool) -> Tensor:
+def _jacobian_loop(losses: Tensor, params: list[Tensor], retain_graph: bool, create_graph: bool = False) -> Tensor:
     rows = []
     last = losses.shape[0] - 1
     for index in range(losses.shape[0]):
         grads = torch.autograd.grad(
-            losses[index], params, retain_graph=retain_graph or index < last, allow_unused=True
+            losses[index], params, retain_graph=retain_graph or create_graph or index < last,
+            create_graph=create_graph, allow_unused=True,
         )
         rows.append(_flatten(grads, params, None))
     return torch.stack(rows)
@@ -152,7 +153,7 @@ def _now(device: torch.device) -> float:
 
 
 def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor, *,
-             mode: JacobianMode = "auto", retain_graph: bool = True) -> Tensor:
+             mode: JacobianMode = "auto", retain_graph: bool = True, create_graph: bool = False) -> Tensor:
     """The T×D Jacobian of T scalar losses with respect to ``params``.
 
     Row ``t`` is the gradient of ``losses[t]`` with respect to all entries of ``params``,
@@ -166,5 +167,9 @@ def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tenso
         params: tensors that require grad.
         mode: ``"batched"``, ``"loop"`` or ``"auto"`` (see :class:`JacobianEngine`).
         retain_graph: keep the autograd graph for further backward passes (default True).
+        create_graph: make the Jacobian itself differentiable (for penalties on gradients, e.g.
+            CosReg); always computed with the loop backend.
     """
+    if create_graph:
+        return _jacobian_loop(stack_losses(losses), as_param_list(params), True, create_graph=True)
     return JacobianEngine(mode)(losses, params, retain_graph=retain_graph)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
+
+from deconflict.errors import ConfigError
 
 __all__ = ["MultiTaskModel"]
 
@@ -34,11 +37,24 @@ class MultiTaskModel(nn.Module):
     def forward(self, inputs: Any) -> dict[str, Tensor]:
         return self.decode(self.encode(inputs))
 
+    def decode_tasks(self, representations: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Task t's output computed from ``representations[t]`` (for methods that give each task
+        its own view of the representation, e.g. RotoGrad). This default runs :meth:`decode` once
+        per task; models override it to run only task t's head."""
+        return {name: self.decode(view)[name] for name, view in zip(self.task_names, representations)}
+
     def shared_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
     def task_parameters(self) -> list[list[nn.Parameter]]:
         raise NotImplementedError
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last shared layer (GradNorm takes its gradient norms there)."""
+        raise ConfigError(
+            f"{type(self).__name__} does not say which is its last shared layer: implement "
+            "last_shared_parameters(), or train at level='feature' (gradients of the representation)."
+        )
 
     @property
     def num_tasks(self) -> int:

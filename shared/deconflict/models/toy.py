@@ -66,6 +66,9 @@ class DRMGFToy(MultiTaskModel):
     def task_parameters(self) -> list[list[nn.Parameter]]:
         return [[self.a1, self.b1], [self.a2, self.b2]]
 
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return [self.w1, self.w2]
+
 
 def toy_task_optima(c1: float = 8.0, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     """θ_1* = −[c_1, c_1] and θ_2* = +[c_1, c_1], the unique minimisers of f_1 and f_2 (c_2 > 0)."""

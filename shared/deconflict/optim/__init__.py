@@ -14,18 +14,60 @@ True
 Stateful methods expose ``reset()``, ``state_dict()`` and ``load_state_dict()``.
 """
 
-from deconflict.optim._base import Aggregator, GramianAggregator, LossWeighting, Method
+from deconflict.optim._base import (
+    Aggregator,
+    Combined,
+    GramianAggregator,
+    LossWeighting,
+    Method,
+    Regularizer,
+    StepContext,
+)
 from deconflict.optim._registry import available, canonical_name, get, method_class, register
+from deconflict.optim._resolve import MethodSet, resolve
 
 # Importing the modules registers their methods.
-from deconflict.optim.equal import Equal
+from deconflict.optim.equal import Equal, FixedWeights
+from deconflict.optim.uncertainty import UncertaintyWeighting
+from deconflict.optim.dwa import DWA
+from deconflict.optim.random_weighting import RGW, RLW
+from deconflict.optim.gradnorm import GradNorm
+from deconflict.optim.imtl import IMTL, IMTLG, IMTLL
+from deconflict.optim.famo import FAMO
+from deconflict.optim.go4align import GO4Align
+from deconflict.optim.graddrop import GradDrop
+from deconflict.optim.gradvac import GradVac
+from deconflict.optim.aligned_mtl import AlignedMTL
+from deconflict.optim.cosreg import CosReg
+from deconflict.optim.rotograd import RotoGrad
 from deconflict.optim.mgda import MGDA
 from deconflict.optim.pcgrad import PCGrad
 from deconflict.optim.cagrad import CAGrad
 from deconflict.optim.nash_mtl import NashMTL
 
 __all__ = [
+    "CosReg",
+    "DWA",
+    "FAMO",
+    "GO4Align",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
+    "IMTL",
+    "IMTLG",
+    "IMTLL",
+    "RGW",
+    "RotoGrad",
+    "RLW",
+    "AlignedMTL",
     "Aggregator",
+    "Combined",
+    "FixedWeights",
+    "MethodSet",
+    "Regularizer",
+    "StepContext",
+    "UncertaintyWeighting",
+    "resolve",
     "CAGrad",
     "Equal",
     "GramianAggregator",

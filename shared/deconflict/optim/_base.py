@@ -1,8 +1,22 @@
-"""Base classes of every MTL method: aggregators (Jacobian → direction) and loss weightings."""
+"""Base classes of every MTL method.
+
+* :class:`Aggregator` — T×D Jacobian → D-vector direction (PCGrad, MGDA, CAGrad, ...).
+* :class:`LossWeighting` — T losses → T weights, optionally with a penalty term and learnable
+  parameters (equal, UW, DWA, GradNorm, FAMO, ...).
+* :class:`Regularizer` — a differentiable penalty on the task gradients (CosReg).
+* :class:`Combined` — a loss weighting and an aggregator that a paper runs together (IMTL).
+
+The training engine gives methods that need more than the Jacobian or the losses a
+:class:`StepContext` (the losses, lazily the task gradients of the last shared layer, lazily the
+losses after the optimizer step), and calls :meth:`Method.after_step` after ``optimizer.step()``
+and :meth:`Method.end_epoch` at the end of each epoch.
+"""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -10,7 +24,45 @@ from torch import Tensor
 
 from deconflict.errors import InvalidHyperparameterError, NonFiniteError, ShapeError
 
-__all__ = ["Method", "Aggregator", "GramianAggregator", "LossWeighting"]
+__all__ = [
+    "StepContext",
+    "Method",
+    "RandomMixin",
+    "Aggregator",
+    "GramianAggregator",
+    "LossWeighting",
+    "Regularizer",
+    "Combined",
+]
+
+
+@dataclass
+class StepContext:
+    """What the training engine knows about the current step.
+
+    Attributes:
+        losses: the T task losses of this step, detached, before any weighting.
+        level: ``"parameter"`` or ``"feature"``: where gradient-based methods act.
+        step: the global step, counted from 1.
+        epoch: the epoch, counted from 0.
+        task_gradients: computes (lazily, once) the T×D' per-task gradients of the last shared
+            layer (parameter level) or of the shared representation (feature level) — GradNorm.
+        losses_after_step: computes (lazily) the task losses on the same batch after the optimizer
+            step, without gradients — FAMO's update.
+        representation: the shared representation (detached), at feature level — GradDrop's sign
+            correction and batch handling.
+        shared_layout: (name, number of entries) of each shared parameter, in the Jacobian's column
+            order, at parameter level — GradVac's per-layer and per-matrix groups.
+    """
+
+    losses: Tensor
+    level: str = "parameter"
+    step: int = 0
+    epoch: int = 0
+    task_gradients: Callable[[], Tensor] | None = None
+    losses_after_step: Callable[[], Tensor] | None = None
+    representation: Tensor | None = None
+    shared_layout: tuple[tuple[str, int], ...] | None = None
 
 
 class Method:
@@ -22,11 +74,15 @@ class Method:
     """
 
     name: ClassVar[str] = ""
-    category: ClassVar[str] = ""  # "aggregator" | "weighting"
+    category: ClassVar[str] = ""  # "aggregator" | "weighting" | "regularizer" | "combined"
     paper: ClassVar[str] = ""
     equation: ClassVar[str] = ""
     levels: ClassVar[tuple[str, ...]] = ("parameter", "feature")
     stateful: ClassVar[bool] = False
+    #: what the method needs from the engine's StepContext ("task_gradients", "losses_after_step")
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: learnable parameters that join the model's optimizer (UW, IMTL-L); others train themselves
+    trained_with_model: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.calls = 0
@@ -53,6 +109,34 @@ class Method:
         """"<name> at step <n>", n counting this method's calls from 1 (for messages)."""
         return f"{self.name} at step {self.calls}"
 
+    def _require(self, context: StepContext | None, need: str) -> Any:
+        value = None if context is None else getattr(context, need)
+        if value is None:
+            raise ShapeError(
+                f"{self.name} needs {need.replace('_', ' ')} from the training engine: use it through "
+                f"deconflict.train.Trainer, or pass a StepContext with {need} set."
+            )
+        return value
+
+    # -- learnable parameters and hooks --------------------------------------------------------
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Learnable parameters of the method itself (empty for most methods)."""
+        return []
+
+    def setup(self, n_tasks: int, device: torch.device) -> None:
+        """Called by the engine before training: size learnable state for ``n_tasks`` tasks."""
+
+    def task_views(self, representation: Tensor, n_tasks: int) -> list[Tensor] | None:
+        """Per-task views of the shared representation, if the method gives each head its own
+        (RotoGrad's rotations); None: every head sees the representation itself."""
+        return None
+
+    def after_step(self, context: StepContext) -> None:
+        """Called by the engine after ``optimizer.step()``."""
+
+    def end_epoch(self) -> None:
+        """Called by the engine at the end of every epoch."""
+
     # -- state -----------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget everything learned from previous steps."""
@@ -70,6 +154,39 @@ class Method:
         return f"{type(self).__name__}({args})"
 
 
+class RandomMixin:
+    """A method that draws random numbers: from its own generator if ``seed`` is set, else from
+    torch's global generator (which the training engine seeds and checkpoints)."""
+
+    seed: int | None
+    _generator: torch.Generator | None = None
+
+    def _reset_generator(self) -> None:
+        self._generator = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
+
+    def _generator_state(self) -> dict[str, Any]:
+        return {} if self._generator is None else {"generator": self._generator.get_state()}
+
+    def _load_generator_state(self, state: dict[str, Any]) -> None:
+        if "generator" in state and self._generator is not None:
+            self._generator.set_state(state["generator"])
+
+
+def _check_finite_matrix(method: Method, matrix: Tensor) -> None:
+    if not torch.isfinite(matrix).all():
+        rows = torch.nonzero((~torch.isfinite(matrix)).any(dim=1)).flatten().tolist()
+        raise NonFiniteError(
+            f"{method._where()}: the gradients of tasks {rows} contain NaN or Inf. Lower the learning "
+            "rate or check the losses for NaN before aggregating."
+        )
+
+
+def _check_jacobian(method: Method, jacobian: Any) -> None:
+    if not isinstance(jacobian, Tensor) or jacobian.dim() != 2 or jacobian.shape[0] == 0:
+        shape = tuple(jacobian.shape) if isinstance(jacobian, Tensor) else type(jacobian).__name__
+        raise ShapeError(f"{method.name}: expected a T×D Jacobian (2-D tensor, one row per task), got {shape}.")
+
+
 class Aggregator(Method):
     """Maps a T×D Jacobian (row t = gradient of task t) to one D-vector update direction.
 
@@ -78,41 +195,32 @@ class Aggregator(Method):
 
     category = "aggregator"
 
-    def __call__(self, jacobian: Tensor) -> Tensor:
-        if not isinstance(jacobian, Tensor) or jacobian.dim() != 2 or jacobian.shape[0] == 0:
-            shape = tuple(jacobian.shape) if isinstance(jacobian, Tensor) else type(jacobian).__name__
-            raise ShapeError(
-                f"{self.name}: expected a T×D Jacobian (2-D tensor, one row per task), got {shape}."
-            )
+    def __call__(self, jacobian: Tensor, context: StepContext | None = None) -> Tensor:
+        _check_jacobian(self, jacobian)
         self.calls += 1
-        if not torch.isfinite(jacobian).all():
-            rows = torch.nonzero((~torch.isfinite(jacobian)).any(dim=1)).flatten().tolist()
-            raise NonFiniteError(
-                f"{self._where()}: the gradients of tasks {rows} contain NaN or Inf. Lower the learning "
-                "rate or check the losses for NaN before aggregating."
-            )
+        _check_finite_matrix(self, jacobian)
         with torch.no_grad():
-            direction = self.aggregate(jacobian.detach())
+            direction = self.aggregate(jacobian.detach(), context)
         if not torch.isfinite(direction).all():
             raise NonFiniteError(f"{self._where()}: produced a non-finite direction from a finite Jacobian.")
         return direction
 
-    def aggregate(self, jacobian: Tensor) -> Tensor:
+    def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
         raise NotImplementedError
 
 
 class GramianAggregator(Aggregator):
     """An aggregator whose direction is a weighted sum of the task gradients: d = Jᵀ w(J Jᵀ).
 
-    Subclasses implement :meth:`weights` on the T×T Gramian; the last weights used are kept in
-    ``last_weights`` for logging and monitors.
+    Subclasses implement :meth:`weights` on the T×T Gramian (float64); the last weights used are
+    kept in ``last_weights`` for logging and monitors.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.last_weights: Tensor | None = None
 
-    def aggregate(self, jacobian: Tensor) -> Tensor:
+    def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
         gramian = jacobian @ jacobian.T
         weights = self.weights(gramian.to(torch.float64)).to(jacobian.dtype)
         self.last_weights = weights
@@ -123,11 +231,15 @@ class GramianAggregator(Aggregator):
 
 
 class LossWeighting(Method):
-    """Maps the T task losses to T weights; training then minimises Σ_t w_t L_t."""
+    """Maps the T task losses to T weights; training then minimises Σ_t w_t L_t (+ :meth:`penalty`).
+
+    Weights may carry gradients to the method's own parameters (UW, IMTL-L); a method that
+    changes the objective beyond a weighted sum adds a :meth:`penalty` term.
+    """
 
     category = "weighting"
 
-    def __call__(self, losses: Tensor) -> Tensor:
+    def __call__(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
         if not isinstance(losses, Tensor) or losses.dim() != 1 or losses.shape[0] == 0:
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ShapeError(f"{self.name}: expected a 1-D tensor of T losses, got {shape}.")
@@ -137,7 +249,58 @@ class LossWeighting(Method):
                 f"{self._where()}: losses {losses.detach().tolist()} contain NaN or Inf. Lower the "
                 "learning rate or check the data."
             )
-        return self.weigh(losses)
+        weights = self.weigh(losses, context)
+        if not torch.isfinite(weights).all():
+            raise NonFiniteError(f"{self._where()}: produced non-finite weights {weights.detach().tolist()}.")
+        return weights
 
-    def weigh(self, losses: Tensor) -> Tensor:
+    def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
         raise NotImplementedError
+
+    def penalty(self) -> Tensor | None:
+        """A term added to the weighted loss (e.g. UW's Σ log σ_t), or None."""
+        return None
+
+
+class Regularizer(Method):
+    """A differentiable penalty R(J) on the task gradients, added to the loss (needs J with graph)."""
+
+    category = "regularizer"
+
+    def __call__(self, jacobian: Tensor, context: StepContext | None = None) -> Tensor:
+        _check_jacobian(self, jacobian)
+        self.calls += 1
+        _check_finite_matrix(self, jacobian.detach())
+        penalty = self.penalty(jacobian, context)
+        if not torch.isfinite(penalty).all():
+            raise NonFiniteError(f"{self._where()}: the penalty is NaN or Inf.")
+        return penalty
+
+    def penalty(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
+        raise NotImplementedError
+
+
+class Combined(Method):
+    """A loss weighting and an aggregator run together as one named method (e.g. IMTL)."""
+
+    category = "combined"
+    parts: ClassVar[tuple[str, str]] = ("", "")
+
+    def __init__(self, weighting: LossWeighting, aggregator: Aggregator) -> None:
+        super().__init__()
+        self.weighting = weighting
+        self.aggregator = aggregator
+
+    def reset(self) -> None:
+        super().reset()
+        self.weighting.reset()
+        self.aggregator.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "weighting": self.weighting.state_dict(),
+                "aggregator": self.aggregator.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.weighting.load_state_dict(state["weighting"])
+        self.aggregator.load_state_dict(state["aggregator"])

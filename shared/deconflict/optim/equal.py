@@ -34,7 +34,35 @@ class Equal(LossWeighting):
             raise self._invalid(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
         self.reduction = reduction
 
-    def weigh(self, losses: Tensor) -> Tensor:
+    def weigh(self, losses: Tensor, context: object = None) -> Tensor:
         n_tasks = losses.shape[0]
         value = 1.0 if self.reduction == "sum" else 1.0 / n_tasks
         return torch.full((n_tasks,), value, dtype=losses.dtype, device=losses.device)
+
+
+@register("manual", "fixed_weights")
+class FixedWeights(LossWeighting):
+    """Fixed, manually tuned task weights: minimise Σ_t w_t L_t with the given w.
+
+    The "manually tuned" weighting of the task-priority paper (Jeong & Yoon 2024) and the
+    hand-set weights many papers use as a baseline.
+
+    Args:
+        weights: one non-negative weight per task (at least one positive).
+    """
+
+    name = "fixed"
+    paper = "Manually tuned weights (task-priority paper, Jeong & Yoon 2024, baseline)"
+    equation = "L = Σ_t w_t L_t with w fixed"
+
+    def __init__(self, weights: tuple[float, ...] | list[float] = ()) -> None:
+        super().__init__()
+        values = [float(w) for w in weights]
+        if not values or any(not (w >= 0) or w != w or w == float("inf") for w in values) or sum(values) == 0:
+            raise self._invalid(f"weights must be a non-empty list of finite numbers ≥ 0, not all 0; got {weights!r}.")
+        self.weights = tuple(values)
+
+    def weigh(self, losses: Tensor, context: object = None) -> Tensor:
+        if losses.shape[0] != len(self.weights):
+            raise self._invalid(f"{len(self.weights)} weights for {losses.shape[0]} tasks.")
+        return torch.tensor(self.weights, dtype=losses.dtype, device=losses.device)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deconflict.optim._base import GramianAggregator
+from deconflict.optim._base import GramianAggregator, RandomMixin
 from deconflict.optim._registry import register
 
 __all__ = ["PCGrad"]
 
 
 @register()
-class PCGrad(GramianAggregator):
+class PCGrad(RandomMixin, GramianAggregator):
     """PCGrad: project each task gradient off the gradients it conflicts with.
 
     Yu et al., *Gradient Surgery for Multi-Task Learning*, NeurIPS 2020, Algorithm 1: for every
@@ -43,13 +43,11 @@ class PCGrad(GramianAggregator):
         self.reduction = reduction
         self.shuffle = bool(shuffle)
         self.seed = seed
-        self._generator: torch.Generator | None = None
         self.reset()
 
     def reset(self) -> None:
         super().reset()
-        if self.seed is not None:
-            self._generator = torch.Generator().manual_seed(int(self.seed))
+        self._reset_generator()
 
     def _order(self, n_tasks: int, skip: int) -> list[int]:
         if self.shuffle:
@@ -78,12 +76,8 @@ class PCGrad(GramianAggregator):
         return weights
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self._generator is not None:
-            state["generator"] = self._generator.get_state()
-        return state
+        return {**super().state_dict(), **self._generator_state()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        if "generator" in state and self._generator is not None:
-            self._generator.set_state(state["generator"])
+        self._load_generator_state(state)

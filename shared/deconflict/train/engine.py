@@ -18,6 +18,7 @@ from tqdm import tqdm
 from deconflict import optim
 from deconflict.errors import CheckpointError, ConfigError, NonFiniteError, ShapeError
 from deconflict.grad import MultiTaskBackward, stack_losses
+from deconflict.grad import jacobian as grad_jacobian
 from deconflict.models.base import MultiTaskModel
 from deconflict.train.callbacks import Callback, StepOutput
 from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
@@ -90,32 +91,25 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _as_method(method: optim.Method | str | None, category: str) -> optim.Method | None:
-    if method is None or isinstance(method, optim.Method):
-        built = method
-    else:
-        built = optim.get(method)
-    if built is not None and built.category != category:
-        raise ConfigError(
-            f"{built.name} is a{'n' if built.category == 'aggregator' else ''} {built.category}, "
-            f"not a{'n' if category == 'aggregator' else ''} {category}: pass it as "
-            f"{'aggregator=' if built.category == 'aggregator' else 'weighting='}."
-        )
-    return built
-
-
 class Trainer:
-    """Trains a :class:`~deconflict.models.MultiTaskModel` with a loss weighting and/or an aggregator.
+    """Trains a :class:`~deconflict.models.MultiTaskModel` with any method of :mod:`deconflict.optim`.
 
-    One step: forward (``encode`` then ``decode``), the criterion gives the T task losses, the loss
-    weighting (default: equal weights) scales them, and then either
+    ``method`` is a registered name or a method object of any kind (a loss weighting, an
+    aggregator, a regularizer, or a combined method such as IMTL); ``weighting=``,
+    ``aggregator=`` and ``regularizer=`` set the parts explicitly. One step: forward (``encode``
+    then ``decode``), the criterion gives the T task losses, the loss weighting (default: equal
+    weights) scales them (plus its penalty, if any), and then
 
     * with an aggregator: the per-task gradients of the shared part (parameters, or the
       representation at ``level="feature"``) are aggregated into one direction and written into
-      ``.grad`` while each task's own parameters get that task's gradient; or
-    * without: one backward pass of Σ_t w_t L_t;
+      ``.grad`` while each task's own parameters get that task's gradient;
+    * with a regularizer: the per-task gradients are taken with a graph and its penalty is added
+      to Σ_t w_t L_t before one backward pass;
+    * otherwise: one backward pass of Σ_t w_t L_t;
 
-    then ``optimizer.step()``. Seeded runs are deterministic on the CPU; with a ``run_dir`` the
+    then ``optimizer.step()`` and the methods' ``after_step`` hooks (e.g. FAMO's update, GradNorm's
+    renormalisation); at each epoch's end their ``end_epoch`` hooks (DWA). Learnable parameters of
+    methods that train with the model (UW, IMTL-L) join the optimizer as an extra parameter group. Seeded runs are deterministic on the CPU; with a ``run_dir`` the
     loop logs metrics with dvclive, checkpoints atomically and resumes from the last checkpoint
     with the same final result as an uninterrupted run.
     """
@@ -125,9 +119,11 @@ class Trainer:
         model: MultiTaskModel,
         criterion: Criterion,
         optimizer: torch.optim.Optimizer,
+        method: optim.Method | str | None = None,
         *,
         weighting: optim.LossWeighting | str | None = None,
         aggregator: optim.Aggregator | str | None = None,
+        regularizer: optim.Regularizer | str | None = None,
         scheduler: Any = None,
         config: TrainConfig | None = None,
         run_dir: str | Path | None = None,
@@ -142,9 +138,27 @@ class Trainer:
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
-        self.weighting = _as_method(weighting, "weighting") or optim.get("equal")
-        self.aggregator = _as_method(aggregator, "aggregator")
+        self.methods = optim.resolve(method, weighting=weighting, aggregator=aggregator, regularizer=regularizer)
+        level = (config or TrainConfig()).level
+        for built in self.methods.all:
+            if level not in built.levels:
+                raise ConfigError(f"{built.name} runs at {' or '.join(built.levels)} level only: set level="
+                                  f"{built.levels[0]!r} in the training configuration.")
+        self.weighting = self.methods.weighting
+        self.aggregator = self.methods.aggregator
+        self.regularizer = self.methods.regularizer
+        device = next(model.parameters()).device
+        for built in self.methods.all:
+            built.setup(model.num_tasks, device)
+            params = built.parameters()
+            if built.trained_with_model and params:
+                group: dict[str, Any] = {"params": params}
+                if getattr(built, "lr", None) is not None:
+                    group["lr"] = built.lr
+                optimizer.add_param_group(group)
         self.scheduler = scheduler
+        names = {id(param): name for name, param in model.named_parameters()}
+        self._shared_layout = tuple((names.get(id(p), "?"), p.numel()) for p in model.shared_parameters())
         self.config = config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
@@ -160,8 +174,7 @@ class Trainer:
             "config": {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "progress", "log_every", "checkpoint_every")},
             "model": type(self.model).__name__,
             "shapes": [list(p.shape) for p in self.model.parameters()],
-            "weighting": repr(self.weighting),
-            "aggregator": repr(self.aggregator),
+            "methods": self.methods.describe(),
             "optimizer": type(self.optimizer).__name__,
             "extra": extra,
         }
@@ -189,29 +202,78 @@ class Trainer:
             )
         return losses
 
+    def _context(self, inputs: Any, targets: Any, losses: Tensor, representation: Tensor) -> optim.StepContext:
+        """The step's context; its expensive parts are computed only if a method asks for them."""
+        level = self.config.level
+        cache: dict[str, Tensor] = {}
+
+        def task_gradients() -> Tensor:
+            if "jacobian" not in cache:
+                target = representation if level == "feature" else self.model.last_shared_parameters()
+                cache["jacobian"] = self.backward.engine(losses, target, retain_graph=True).detach()
+            return cache["jacobian"]
+
+        def losses_after_step() -> Tensor:
+            if "after" not in cache:
+                with torch.no_grad():
+                    cache["after"] = stack_losses(self.criterion(self.predict(inputs), targets)).detach()
+            return cache["after"]
+
+        return optim.StepContext(
+            losses=losses.detach(), level=level, step=self.step + 1, epoch=self.epoch,
+            task_gradients=task_gradients, losses_after_step=losses_after_step,
+            representation=representation.detach() if level == "feature" else None,
+            shared_layout=self._shared_layout if level == "parameter" else None,
+        )
+
+    def _decode(self, representation: Tensor) -> dict[str, Tensor]:
+        for built in self.methods.all:
+            views = built.task_views(representation, self.model.num_tasks)
+            if views is not None:
+                return self.model.decode_tasks(views)
+        return self.model.decode(representation)
+
+    def predict(self, inputs: Any) -> dict[str, Tensor]:
+        """The model's outputs as training sees them (e.g. through RotoGrad's rotations)."""
+        return self._decode(self.model.encode(inputs))
+
     def train_step(self, batch: Any) -> StepOutput:
         """Run one optimisation step on ``batch`` = (inputs, targets)."""
         device = next(self.model.parameters()).device
         inputs, targets = _to_device(batch, device)
         self.optimizer.zero_grad(set_to_none=True)
         representation = self.model.encode(inputs)
-        outputs = self.model.decode(representation)
+        outputs = self._decode(representation)
         losses = self._losses(outputs, targets)
-        weights = self.weighting(losses)
+        context = self._context(inputs, targets, losses, representation)
+        weights = self.weighting(losses, context)
         weighted = losses * weights
+        objective = weighted.sum()
+        penalty = self.weighting.penalty()
+        if penalty is not None:
+            objective = objective + penalty
+        level_target = representation if self.config.level == "feature" else None
         result = None
-        if self.aggregator is None:
-            weighted.sum().backward()
-        else:
+        if self.aggregator is not None:
+            own = [p for p in self.weighting.parameters() if p.requires_grad]
+            if own and objective.requires_grad:  # e.g. UW's log-variances get d(objective)/ds
+                grads = torch.autograd.grad(objective, own, retain_graph=True, allow_unused=True)
+                for param, grad in zip(own, grads):
+                    if grad is not None:
+                        param.grad = grad.detach() if param.grad is None else param.grad + grad.detach()
             result = self.backward(
-                weighted,
-                self.model.shared_parameters(),
-                self.model.task_parameters(),
-                self.aggregator,
-                representation=representation if self.config.level == "feature" else None,
-                task_names=self.model.task_names,
+                weighted, self.model.shared_parameters(), self.model.task_parameters(), self.aggregator,
+                representation=level_target, task_names=self.model.task_names, context=context,
             )
+        elif self.regularizer is not None:
+            target = representation if level_target is not None else self.model.shared_parameters()
+            jac = grad_jacobian(weighted, target, create_graph=True)
+            (objective + self.regularizer(jac, context)).backward()
+        else:
+            objective.backward()
         self.optimizer.step()
+        for built in self.methods.all:
+            built.after_step(context)
         self.step += 1
         return StepOutput(epoch=self.epoch, step=self.step, losses=losses.detach(),
                           weights=weights.detach(), backward=result)
@@ -227,8 +289,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "weighting": self.weighting.state_dict(),
-            "aggregator": self.aggregator.state_dict() if self.aggregator is not None else None,
+            "methods": [built.state_dict() for built in self.methods.all],
             "callbacks": [callback.state_dict() for callback in self.callbacks],
             "rng": rng_state(),
         }
@@ -243,9 +304,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.weighting.load_state_dict(state["weighting"])
-        if self.aggregator is not None:
-            self.aggregator.load_state_dict(state["aggregator"])
+        for built, built_state in zip(self.methods.all, state["methods"]):
+            built.load_state_dict(built_state)
         for callback, callback_state in zip(self.callbacks, state["callbacks"]):
             callback.load_state_dict(callback_state)
         set_rng_state(state["rng"])
@@ -300,6 +360,8 @@ class Trainer:
         try:
             while self.epoch < self.config.epochs:
                 history.append(self._run_epoch(data))
+                for built in self.methods.all:
+                    built.end_epoch()
                 self.epoch += 1
                 if self.scheduler is not None:
                     self.scheduler.step()

@@ -1,0 +1,123 @@
+"""IMTL — impartial multi-task learning (Liu et al., ICLR 2021): IMTL-L, IMTL-G and both together."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from deconflict.optim._base import Combined, GramianAggregator, LossWeighting, StepContext
+from deconflict.optim._registry import register
+
+__all__ = ["IMTLL", "IMTLG", "IMTL", "imtl_g_weights"]
+
+
+def imtl_g_weights(gramian: Tensor, eps: float = 1e-12) -> Tensor:
+    """α of IMTL-G from the Gramian: α ∝ G⁻¹ diag(G)^{1/2}, normalised so that Σ α = 1.
+
+    This is the paper's closed form α_{2:T} = g_1 Uᵀ (D Uᵀ)⁻¹, α_1 = 1 − Σ α_{2:T} (D rows
+    g_1 − g_t, U rows u_1 − u_t) rewritten on the Gramian: d = Σ α_t g_t has equal projections
+    on every unit gradient u_t iff (G α)_t / ‖g_t‖ is the same for all t. A singular Gramian (zero
+    or linearly dependent gradients, where the paper's inverse does not exist) is handled with the
+    pseudo-inverse, as TorchJD does; if Σ α vanishes (e.g. opposite gradients) α = 0.
+    """
+    norms = gramian.diagonal().clamp_min(0).sqrt()
+    scale = float(norms.max()) if norms.numel() else 0.0
+    if scale == 0.0:
+        return torch.zeros_like(norms)
+    raw = torch.linalg.solve(gramian, norms) if torch.linalg.matrix_rank(gramian, hermitian=True) == len(norms) \
+        else torch.linalg.pinv(gramian, hermitian=True) @ norms
+    total = raw.sum()
+    if abs(float(total)) * scale < eps:  # Σα = 0: no combination with equal projections
+        return torch.zeros_like(raw)
+    return raw / total
+
+
+@register()
+class IMTLG(GramianAggregator):
+    """IMTL-G: the combination of task gradients with equal projection on every task's direction.
+
+    Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021, Sec. 3.2, Eq. (9)–(11):
+    find d = Σ_t α_t g_t with Σ_t α_t = 1 such that d·u_1 = d·u_t for all t (u_t = g_t/‖g_t‖);
+    closed form α_{2:T} = g_1 Uᵀ (D Uᵀ)⁻¹, α_1 = 1 − Σ α_{2:T}. The weights sum to 1 (the scale of a
+    mean). The paper computes the gradients on the shared representation (feature level).
+    """
+
+    name = "imtl_g"
+    paper = "Liu et al. 2021, Towards Impartial Multi-task Learning (ICLR)"
+    equation = "Sec. 3.2, Eq. (9)-(11): d = Σα_t g_t, Σα = 1, d·u_1 = d·u_t; α_{2:T} = g_1Uᵀ(DUᵀ)⁻¹"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def weights(self, gramian: Tensor) -> Tensor:
+        return imtl_g_weights(gramian)
+
+
+@register()
+class IMTLL(LossWeighting):
+    """IMTL-L: learned loss scales that make every scaled loss equal to 1 at the optimum.
+
+    Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021, Sec. 3.1, Eq. (6): each loss
+    becomes e^{s_t} L_t − s_t with a learnable s_t (init 0), trained with the network; at the
+    optimum e^{s_t} L_t = 1. Here: weights e^{s_t}, penalty −Σ_t s_t.
+    """
+
+    name = "imtl_l"
+    paper = "Liu et al. 2021, Towards Impartial Multi-task Learning (ICLR)"
+    equation = "Sec. 3.1, Eq. (6): Σ_t e^{s_t} L_t − s_t"
+    stateful = True
+    trained_with_model = True
+
+    def __init__(self, init: float = 0.0) -> None:
+        super().__init__()
+        self.init = float(init)
+        self.log_scale = nn.Parameter(torch.zeros(0))
+        self._penalty: Tensor | None = None
+
+    def setup(self, n_tasks: int, device: torch.device) -> None:
+        if self.log_scale.numel() == 0:
+            self.log_scale.data = torch.full((n_tasks,), self.init, device=device)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.log_scale]
+
+    def reset(self) -> None:
+        super().reset()
+        with torch.no_grad():
+            self.log_scale.fill_(self.init)
+
+    def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
+        self.setup(losses.shape[0], losses.device)
+        s = self.log_scale.to(losses.dtype)
+        self._penalty = -s.sum()
+        return torch.exp(s)
+
+    def penalty(self) -> Tensor | None:
+        return self._penalty
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "log_scale": self.log_scale.detach().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.log_scale.data = state["log_scale"].clone().to(self.log_scale.device)
+
+
+@register()
+class IMTL(Combined):
+    """IMTL: IMTL-L scales the losses, IMTL-G combines the gradients of the scaled losses.
+
+    Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021, Algorithm 1 (the hybrid the
+    robust-MTL paper runs, as LibMTL's ``IMTL``): L̃_t = e^{s_t} L_t − s_t, per-task gradients of L̃_t
+    on the shared part, α by IMTL-G's closed form, shared update Σ α_t g̃_t; each task's own
+    parameters and s_t get the gradients of their own scaled loss.
+    """
+
+    name = "imtl"
+    paper = "Liu et al. 2021, Towards Impartial Multi-task Learning (ICLR)"
+    equation = "Alg. 1: IMTL-L (Eq. 6) on the losses, IMTL-G (Eq. 9-11) on the gradients of the scaled losses"
+    stateful = True
+
+    def __init__(self, init: float = 0.0) -> None:
+        super().__init__(IMTLL(init=init), IMTLG())
+        self.init = float(init)
