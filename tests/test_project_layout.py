@@ -108,7 +108,7 @@ def test_readme_shows_the_two_commands_and_they_exist():
 
 
 LAYERS = {
-    "errors": 0, "io": 0, "config": 0, "cli": 0,
+    "errors": 0, "io": 0, "config": 0, "cli": 0, "numerics": 0,
     "grad": 1, "optim": 2, "models": 3, "data": 3, "methods": 4, "metrics": 5, "analysis": 5,
     "train": 6, "experiments": 7, "reporting": 7,
 }

@@ -20,7 +20,7 @@ from deconflict.grad._backward import (
     split_like,
     write_grad,
 )
-from deconflict.grad._jacobian import JacobianEngine, JacobianMode, jacobian, stack_losses
+from deconflict.grad._jacobian import JacobianEngine, JacobianMode, jacobian, loss_rows, stack_losses
 
 
 def gramian(jacobian_matrix: Tensor) -> Tensor:
@@ -35,6 +35,7 @@ __all__ = [
     "MultiTaskBackward",
     "gramian",
     "jacobian",
+    "loss_rows",
     "multitask_backward",
     "split_like",
     "stack_losses",

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from deconflict.errors import NonFiniteError, ShapeError
+from deconflict.numerics import all_finite
 from deconflict.grad._jacobian import JacobianEngine, JacobianMode, as_param_list, stack_losses
 
 __all__ = ["write_grad", "split_like", "MultiTaskBackward", "BackwardResult", "multitask_backward"]
@@ -49,6 +50,8 @@ def _names(rows: Sequence[int], task_names: Sequence[str] | None) -> str:
 
 
 def _check_finite_losses(losses: Tensor, task_names: Sequence[str] | None) -> None:
+    if all_finite(losses.detach()):
+        return
     bad = (~torch.isfinite(losses.detach())).nonzero().flatten().tolist()
     if bad:
         raise NonFiniteError(
@@ -58,6 +61,8 @@ def _check_finite_losses(losses: Tensor, task_names: Sequence[str] | None) -> No
 
 
 def _check_finite(matrix: Tensor, task_names: Sequence[str] | None, what: str) -> None:
+    if all_finite(matrix):
+        return
     bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().flatten().tolist()
     if bad:
         raise NonFiniteError(
@@ -98,10 +103,14 @@ class MultiTaskBackward:
         task_names: Sequence[str] | None = None,
         context: object = None,
     ) -> BackwardResult:
-        """``aggregate`` is called as ``aggregate(J)``, or ``aggregate(J, context)`` when a context is given."""
-        losses = stack_losses(losses)
-        _check_finite_losses(losses, task_names)
-        n_tasks = losses.shape[0]
+        """``aggregate`` is called as ``aggregate(J)``, or ``aggregate(J, context)`` when a context is given.
+
+        Pass the losses as a list of the tasks' own scalar tensors when you can (see
+        :func:`~deconflict.grad.loss_rows`): each task's backward pass then stays in its own branch.
+        """
+        stacked = stack_losses(losses)
+        _check_finite_losses(stacked, task_names)
+        n_tasks = stacked.shape[0]
         shared_params = as_param_list(shared_params)
         per_task = [list(group) for group in (task_params or [])]
         if per_task and len(per_task) != n_tasks:
@@ -119,7 +128,7 @@ class MultiTaskBackward:
         direction = aggregate(shared_jac) if context is None else aggregate(shared_jac, context)
         if direction.shape != (width,):
             raise ShapeError(f"the aggregator returned shape {tuple(direction.shape)}, expected ({width},).")
-        if not torch.isfinite(direction).all():
+        if not all_finite(direction):
             raise NonFiniteError("the aggregated direction contains NaN or Inf although every task gradient is finite.")
 
         if representation is None:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from deconflict.errors import ShapeError
 
-__all__ = ["JacobianMode", "stack_losses", "as_param_list", "jacobian", "JacobianEngine"]
+__all__ = ["JacobianMode", "stack_losses", "loss_rows", "as_param_list", "jacobian", "JacobianEngine"]
 
 JacobianMode = Literal["auto", "batched", "loop"]
 _MODES = ("auto", "batched", "loop")
@@ -79,16 +79,30 @@ def _jacobian_batched(losses: Tensor, params: list[Tensor], retain_graph: bool) 
     return _flatten(grads, params, rows)
 
 
-def _jacobian_loop(losses: Tensor, params: list[Tensor], retain_graph: bool, create_graph: bool = False) -> Tensor:
-    rows = []
-    last = losses.shape[0] - 1
-    for index in range(losses.shape[0]):
+def loss_rows(losses: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """The T losses as separate scalars, for one backward pass each.
+
+    Given a sequence, its own tensors are used: a backward pass from one of them reaches only that
+    task's part of the graph. Given a stacked tensor, each row is a view of the stack, and autograd
+    then also runs the other tasks' branches (with zero gradients) — correct, but slower; return a
+    list of losses from the criterion to avoid it.
+    """
+    if isinstance(losses, Tensor):
+        return list(stack_losses(losses))
+    return [loss.reshape(()) for loss in losses]
+
+
+def _jacobian_loop(rows: Sequence[Tensor], params: list[Tensor], retain_graph: bool,
+                   create_graph: bool = False) -> Tensor:
+    gradients = []
+    last = len(rows) - 1
+    for index, loss in enumerate(rows):
         grads = torch.autograd.grad(
-            losses[index], params, retain_graph=retain_graph or create_graph or index < last,
+            loss, params, retain_graph=retain_graph or create_graph or index < last,
             create_graph=create_graph, allow_unused=True,
         )
-        rows.append(_flatten(grads, params, None))
-    return torch.stack(rows)
+        gradients.append(_flatten(grads, params, None))
+    return torch.stack(gradients)
 
 
 class JacobianEngine:
@@ -114,30 +128,31 @@ class JacobianEngine:
 
     def __call__(self, losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor,
                  *, retain_graph: bool = True) -> Tensor:
+        rows = loss_rows(losses)
         losses = stack_losses(losses)
         params = as_param_list(params)
         if losses.shape[0] == 1 or self.resolved == "loop":
-            return _jacobian_loop(losses, params, retain_graph)
+            return _jacobian_loop(rows, params, retain_graph)
         if self.resolved == "batched":
             return _jacobian_batched(losses, params, retain_graph)
-        return self._calibrate(losses, params, retain_graph)
+        return self._calibrate(losses, rows, params, retain_graph)
 
-    def _calibrate(self, losses: Tensor, params: list[Tensor], retain_graph: bool) -> Tensor:
+    def _calibrate(self, losses: Tensor, rows: list[Tensor], params: list[Tensor], retain_graph: bool) -> Tensor:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 _jacobian_batched(losses, params, retain_graph=True)  # also warms vmap up
         except (RuntimeError, NotImplementedError):
             self.resolved = "loop"
-            return _jacobian_loop(losses, params, retain_graph)
+            return _jacobian_loop(rows, params, retain_graph)
         if any("batching rule" in str(w.message) for w in caught):
             self.resolved = "loop"
-            return _jacobian_loop(losses, params, retain_graph)
+            return _jacobian_loop(rows, params, retain_graph)
         for w in caught:  # not ours to swallow
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         device = losses.device
         start = _now(device)
-        _jacobian_loop(losses, params, retain_graph=True)
+        _jacobian_loop(rows, params, retain_graph=True)
         self.timings["loop"] = _now(device) - start
         start = _now(device)
         result = _jacobian_batched(losses, params, retain_graph=retain_graph)
@@ -171,5 +186,5 @@ def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tenso
             CosReg); always computed with the loop backend.
     """
     if create_graph:
-        return _jacobian_loop(stack_losses(losses), as_param_list(params), True, create_graph=True)
+        return _jacobian_loop(loss_rows(losses), as_param_list(params), True, create_graph=True)
     return JacobianEngine(mode)(losses, params, retain_graph=retain_graph)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from deconflict.errors import InvalidHyperparameterError, NonFiniteError, ShapeError
+from deconflict.numerics import all_finite, single_threaded_blas
 
 __all__ = [
     "StepContext",
@@ -173,7 +174,7 @@ class RandomMixin:
 
 
 def _check_finite_matrix(method: Method, matrix: Tensor) -> None:
-    if not torch.isfinite(matrix).all():
+    if not all_finite(matrix):
         rows = torch.nonzero((~torch.isfinite(matrix)).any(dim=1)).flatten().tolist()
         raise NonFiniteError(
             f"{method._where()}: the gradients of tasks {rows} contain NaN or Inf. Lower the learning "
@@ -201,7 +202,7 @@ class Aggregator(Method):
         _check_finite_matrix(self, jacobian)
         with torch.no_grad():
             direction = self.aggregate(jacobian.detach(), context)
-        if not torch.isfinite(direction).all():
+        if not all_finite(direction):
             raise NonFiniteError(f"{self._where()}: produced a non-finite direction from a finite Jacobian.")
         return direction
 
@@ -222,7 +223,8 @@ class GramianAggregator(Aggregator):
 
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
         gramian = jacobian @ jacobian.T
-        weights = self.weights(gramian.to(torch.float64)).to(jacobian.dtype)
+        with single_threaded_blas():
+            weights = self.weights(gramian.to(torch.float64)).to(jacobian.dtype)
         self.last_weights = weights
         return weights @ jacobian
 
@@ -244,13 +246,13 @@ class LossWeighting(Method):
             shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
             raise ShapeError(f"{self.name}: expected a 1-D tensor of T losses, got {shape}.")
         self.calls += 1
-        if not torch.isfinite(losses).all():
+        if not all_finite(losses):
             raise NonFiniteError(
                 f"{self._where()}: losses {losses.detach().tolist()} contain NaN or Inf. Lower the "
                 "learning rate or check the data."
             )
         weights = self.weigh(losses, context)
-        if not torch.isfinite(weights).all():
+        if not all_finite(weights):
             raise NonFiniteError(f"{self._where()}: produced non-finite weights {weights.detach().tolist()}.")
         return weights
 
@@ -272,7 +274,7 @@ class Regularizer(Method):
         self.calls += 1
         _check_finite_matrix(self, jacobian.detach())
         penalty = self.penalty(jacobian, context)
-        if not torch.isfinite(penalty).all():
+        if not all_finite(penalty):
             raise NonFiniteError(f"{self._where()}: the penalty is NaN or Inf.")
         return penalty
 

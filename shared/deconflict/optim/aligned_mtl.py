@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from deconflict.errors import SolverError
 from deconflict.optim._base import GramianAggregator
 from deconflict.optim._registry import register
 
@@ -72,4 +73,7 @@ class AlignedMTL(GramianAggregator):
         preference = torch.ones(n_tasks, dtype=gramian.dtype, device=gramian.device)
         if self.reduction == "mean":
             preference = preference / n_tasks
-        return alignment_matrix(gramian, self.scale_mode) @ preference
+        try:
+            return alignment_matrix(gramian, self.scale_mode) @ preference
+        except torch.linalg.LinAlgError as error:
+            raise SolverError(f"{self._where()}: the eigendecomposition of the Gramian failed ({error}).") from None

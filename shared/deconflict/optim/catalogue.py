@@ -39,7 +39,8 @@ def catalogue_rows() -> list[dict[str, str]]:
             "category": _CATEGORY[cls.category],
             "paper": cls.paper,
             "equation": cls.equation,
-            "levels": " / ".join(cls.levels) if cls.category != "weighting" else "losses only" if not cls.needs else "parameter / feature",
+            "levels": " / ".join(cls.levels) if cls.category != "weighting" or "task_gradients" in cls.needs
+            else "losses only",
             "stateful": "yes" if cls.stateful else "no",
             "hyperparameters (defaults)": hparams,
         })

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -81,24 +79,43 @@ class GradVac(RandomMixin, Aggregator):
             start = stop
         return groups
 
+    def _orders(self, n_tasks: int) -> Tensor:
+        """Row i: the other tasks in a random order (a fresh permutation of them for each i)."""
+        rows = []
+        for i in range(n_tasks):
+            others = torch.tensor([j for j in range(n_tasks) if j != i], dtype=torch.long)
+            rows.append(others[torch.randperm(n_tasks - 1, generator=self._generator)])
+        return torch.stack(rows)
+
     def corrections(self, gram: Tensor, targets: Tensor) -> Tensor:
         """T×T matrix C whose row i expresses g_i' in the original gradients (C J); updates ``targets``
-        (T×T, float64) in place."""
+        (T×T, float64) in place.
+
+        Task i's corrections depend only on row i of C and of the targets, so the T sequences run
+        side by side: at step k every task i is corrected against the k-th task of its own order.
+        """
         n_tasks = gram.shape[0]
-        norms = gram.diagonal().clamp_min(0).sqrt()
         coefficients = torch.eye(n_tasks, dtype=gram.dtype)
-        for i in range(n_tasks):
-            others = [j for j in range(n_tasks) if j != i]
-            for position in torch.randperm(len(others), generator=self._generator).tolist():
-                j = others[position]
-                inner = float(coefficients[i] @ gram[:, j])
-                norm_i = math.sqrt(max(float(coefficients[i] @ gram @ coefficients[i]), 0.0))
-                phi = inner / (norm_i * float(norms[j]) + self.eps)
-                target = float(targets[i, j])
-                if phi < target:
-                    numerator = norm_i * (target * math.sqrt(max(1 - phi**2, 0.0)) - phi * math.sqrt(max(1 - target**2, 0.0)))
-                    coefficients[i, j] += numerator / (float(norms[j]) * math.sqrt(max(1 - target**2, 0.0)) + self.eps)
-                targets[i, j] = (1 - self.beta) * target + self.beta * phi
+        if n_tasks == 1:
+            return coefficients
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        orders = self._orders(n_tasks)
+        rows = torch.arange(n_tasks)
+        for k in range(n_tasks - 1):
+            others = orders[:, k]
+            inner = (coefficients * gram[:, others].T).sum(1)  # ⟨g_i', g_j⟩
+            norm_i = ((coefficients @ gram) * coefficients).sum(1).clamp_min(0).sqrt()  # ‖g_i'‖
+            norm_j = norms[others]
+            phi = inner / (norm_i * norm_j + self.eps)
+            target = targets[rows, others]
+            below = phi < target
+            if below.any():
+                root_phi = (1 - phi[below] ** 2).clamp_min(0).sqrt()
+                root_target = (1 - target[below] ** 2).clamp_min(0).sqrt()
+                weight = norm_i[below] * (target[below] * root_phi - phi[below] * root_target) / (
+                    norm_j[below] * root_target + self.eps)
+                coefficients[rows[below], others[below]] += weight
+            targets[rows, others] = (1 - self.beta) * target + self.beta * phi
         return coefficients
 
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:

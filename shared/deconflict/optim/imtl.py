@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from deconflict.errors import SolverError
 from deconflict.optim._base import Combined, GramianAggregator, LossWeighting, StepContext
 from deconflict.optim._registry import register
 
@@ -50,7 +51,10 @@ class IMTLG(GramianAggregator):
         super().__init__()
 
     def weights(self, gramian: Tensor) -> Tensor:
-        return imtl_g_weights(gramian)
+        try:
+            return imtl_g_weights(gramian)
+        except torch.linalg.LinAlgError as error:
+            raise SolverError(f"{self._where()}: solving for IMTL-G's weights failed ({error}).") from None
 
 
 @register()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from deconflict.numerics import single_threaded_blas
 from deconflict.optim._base import GramianAggregator, StepContext
 from deconflict.optim._registry import register
-from deconflict.optim._simplex import min_norm_weights_frank_wolfe, min_norm_weights_wolfe
+from deconflict.optim._simplex import min_norm_weights, min_norm_weights_frank_wolfe
 
 __all__ = ["MGDA"]
 
@@ -23,7 +24,7 @@ class MGDA(GramianAggregator):
     (Sec. 3.3, Eq. (7)).
 
     Args:
-        solver: ``"exact"`` (Wolfe's min-norm-point algorithm: exact up to round-off, default) or
+        solver: ``"exact"`` (a finite active-set algorithm, exact up to round-off, default) or
             ``"frank_wolfe"`` (the paper's Algorithm 2, approximate, as in its official code).
         max_iter: iteration limit of the Frank-Wolfe solver (official code: 250).
         tol: stopping tolerance of the Frank-Wolfe solver (official code: 1e-5).
@@ -64,14 +65,15 @@ class MGDA(GramianAggregator):
             losses = self._require(context, "losses").to(torch.float64).to(gramian.device)
             factors = losses if self.normalization == "loss" else losses * norms
         factors = torch.where(factors > 0, factors, torch.ones_like(factors))
-        alpha = self.weights(gramian / (factors[:, None] * factors[None, :]))
+        with single_threaded_blas():
+            alpha = self.weights(gramian / (factors[:, None] * factors[None, :]))
         self.last_weights = alpha.to(jacobian.dtype)
         return self.last_weights @ jacobian
 
     def weights(self, gramian: Tensor) -> Tensor:
         gram = gramian.detach().cpu().numpy()
         if self.solver == "exact":
-            alpha = min_norm_weights_wolfe(gram)
+            alpha = min_norm_weights(gram)
         else:
             alpha = min_norm_weights_frank_wolfe(gram, max_iter=self.max_iter, tol=self.tol)
         return torch.from_numpy(alpha).to(device=gramian.device, dtype=gramian.dtype)

@@ -49,23 +49,35 @@ class PCGrad(RandomMixin, GramianAggregator):
         super().reset()
         self._reset_generator()
 
-    def _order(self, n_tasks: int, skip: int) -> list[int]:
-        if self.shuffle:
-            order = torch.randperm(n_tasks, generator=self._generator).tolist()
-        else:
-            order = list(range(n_tasks))
-        return [j for j in order if j != skip]
+    def _orders(self, n_tasks: int) -> Tensor:
+        """Row i: the other tasks in the order task i visits them (one random permutation per i)."""
+        rows = []
+        for i in range(n_tasks):
+            order = torch.randperm(n_tasks, generator=self._generator) if self.shuffle else torch.arange(n_tasks)
+            rows.append(order[order != i])
+        return torch.stack(rows)
 
     def projections(self, gramian: Tensor) -> Tensor:
-        """T×T matrix C whose row i expresses g_i^PC in the basis of the original gradients (C J)."""
+        """T×T matrix C whose row i expresses g_i^PC in the basis of the original gradients (C J).
+
+        Task i's projections depend only on row i, so the T sequences run side by side: at step k
+        every task i projects against the k-th task of its own order.
+        """
         n_tasks = gramian.shape[0]
-        coefficients = torch.eye(n_tasks, dtype=gramian.dtype)
         gram = gramian.cpu()
-        for i in range(n_tasks):
-            for j in self._order(n_tasks, i):
-                inner = coefficients[i] @ gram[:, j]  # g_i^PC · g_j
-                if inner < 0:
-                    coefficients[i, j] -= inner / gram[j, j]
+        coefficients = torch.eye(n_tasks, dtype=gram.dtype)
+        if n_tasks == 1:
+            return coefficients.to(gramian.device)
+        orders = self._orders(n_tasks)
+        rows = torch.arange(n_tasks)
+        diagonal = gram.diagonal()
+        for k in range(n_tasks - 1):
+            others = orders[:, k]
+            inner = (coefficients * gram[:, others].T).sum(1)  # g_i^PC · g_{others[i]}
+            conflict = inner < 0
+            if conflict.any():
+                i, j = rows[conflict], others[conflict]
+                coefficients[i, j] -= inner[conflict] / diagonal[j]
         return coefficients.to(gramian.device)
 
     def weights(self, gramian: Tensor) -> Tensor:

@@ -82,6 +82,7 @@ class RotoGrad(Aggregator):
         super().reset()
         self.generators = self.bases = self._optimizer = None
         self.reference_norms: Tensor | None = None
+        self._step_rotations: Tensor | None = None
 
     def setup(self, n_tasks: int, device: torch.device, channels: int | None = None) -> None:
         if self.generators is not None or channels is None:
@@ -108,8 +109,9 @@ class RotoGrad(Aggregator):
     def task_views(self, representation: Tensor, n_tasks: int) -> list[Tensor]:
         """Each task's rotated view of z (the rotation detached: task losses do not train it)."""
         self.setup(n_tasks, representation.device, channels=representation.shape[1])
-        with torch.no_grad():
-            rotations = self.rotations()
+        with torch.enable_grad():
+            self._step_rotations = self.rotations()  # reused by this step's rotation update
+        rotations = self._step_rotations.detach()
         return [rotate(representation, rotations[k]) for k in range(n_tasks)]
 
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
@@ -134,7 +136,8 @@ class RotoGrad(Aggregator):
         target = (grads * (mean.norm() / norms).view(-1, *[1] * (grads.dim() - 1))).mean(0)
         batch = grads.shape[1]
         with torch.enable_grad():
-            rotations = self.rotations()
+            rotations = self._step_rotations if self._step_rotations is not None else self.rotations()
+            self._step_rotations = None
             with torch.no_grad():
                 rotated_grads = torch.stack([rotate(grads[k], rotations[k]) for k in range(grads.shape[0])])
             loss = sum(((rotate(target, rotations[k]) - rotated_grads[k]) ** 2).sum() / batch

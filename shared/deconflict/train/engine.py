@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from deconflict import optim
 from deconflict.errors import CheckpointError, ConfigError, NonFiniteError, ShapeError
-from deconflict.grad import MultiTaskBackward, stack_losses
+from deconflict.grad import MultiTaskBackward, loss_rows, stack_losses
 from deconflict.grad import jacobian as grad_jacobian
 from deconflict.models.base import MultiTaskModel
 from deconflict.train.callbacks import Callback, StepOutput
@@ -186,12 +186,17 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / CHECKPOINT_NAME
 
     # -- one step ----------------------------------------------------------------------------
-    def _losses(self, outputs: dict[str, Tensor], targets: Any) -> Tensor:
-        losses = stack_losses(self.criterion(outputs, targets))
+    def _losses(self, outputs: dict[str, Tensor], targets: Any) -> tuple[list[Tensor], Tensor]:
+        """The task losses as the criterion's own scalars (one backward branch each) and stacked."""
+        raw = self.criterion(outputs, targets)
+        if isinstance(raw, dict):
+            raw = [raw[name] for name in self.model.task_names] if self.model.task_names else list(raw.values())
+        rows = loss_rows(raw)
+        losses = torch.stack([row.detach() for row in rows])
         names = self.model.task_names
         if names and losses.shape[0] != len(names):
             raise ShapeError(f"the criterion returned {losses.shape[0]} losses for {len(names)} tasks {names}.")
-        finite = torch.isfinite(losses.detach())
+        finite = torch.isfinite(losses)
         if not finite.all():
             bad = [names[i] if names else str(i) for i in torch.nonzero(~finite).flatten().tolist()]
             where = f" The last good checkpoint is {self.checkpoint_path}." if self.checkpoint_path else ""
@@ -200,9 +205,10 @@ class Trainer:
                 f"(losses: {[round(v, 6) if v == v else v for v in losses.detach().tolist()]}). Lower the "
                 f"learning rate, check the data for NaN, or check the loss for log(0)/division by zero.{where}"
             )
-        return losses
+        return rows, losses
 
-    def _context(self, inputs: Any, targets: Any, losses: Tensor, representation: Tensor) -> optim.StepContext:
+    def _context(self, inputs: Any, targets: Any, rows: list[Tensor], losses: Tensor,
+                 representation: Tensor) -> optim.StepContext:
         """The step's context; its expensive parts are computed only if a method asks for them."""
         level = self.config.level
         cache: dict[str, Tensor] = {}
@@ -210,7 +216,7 @@ class Trainer:
         def task_gradients() -> Tensor:
             if "jacobian" not in cache:
                 target = representation if level == "feature" else self.model.last_shared_parameters()
-                cache["jacobian"] = self.backward.engine(losses, target, retain_graph=True).detach()
+                cache["jacobian"] = self.backward.engine(rows, target, retain_graph=True).detach()
             return cache["jacobian"]
 
         def losses_after_step() -> Tensor:
@@ -220,7 +226,7 @@ class Trainer:
             return cache["after"]
 
         return optim.StepContext(
-            losses=losses.detach(), level=level, step=self.step + 1, epoch=self.epoch,
+            losses=losses, level=level, step=self.step + 1, epoch=self.epoch,
             task_gradients=task_gradients, losses_after_step=losses_after_step,
             representation=representation.detach() if level == "feature" else None,
             shared_layout=self._shared_layout if level == "parameter" else None,
@@ -244,11 +250,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         representation = self.model.encode(inputs)
         outputs = self._decode(representation)
-        losses = self._losses(outputs, targets)
-        context = self._context(inputs, targets, losses, representation)
+        rows, losses = self._losses(outputs, targets)
+        context = self._context(inputs, targets, rows, losses, representation)
         weights = self.weighting(losses, context)
-        weighted = losses * weights
-        objective = weighted.sum()
+        weighted = [row * weight for row, weight in zip(rows, weights)]  # one branch per task
+        objective = torch.stack(weighted).sum()
         penalty = self.weighting.penalty()
         if penalty is not None:
             objective = objective + penalty
