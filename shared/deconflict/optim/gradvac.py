@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -95,28 +96,30 @@ class GradVac(RandomMixin, Aggregator):
         side by side: at step k every task i is corrected against the k-th task of its own order.
         """
         n_tasks = gram.shape[0]
-        coefficients = torch.eye(n_tasks, dtype=gram.dtype)
         if n_tasks == 1:
-            return coefficients
-        norms = gram.diagonal().clamp_min(0).sqrt()
-        orders = self._orders(n_tasks)
-        rows = torch.arange(n_tasks)
+            return torch.ones(1, 1, dtype=gram.dtype)
+        g = gram.detach().cpu().numpy().astype(np.float64)  # small: NumPy has less per-op overhead
+        t = targets.numpy()  # shares memory: the targets are updated in place
+        coefficients = np.eye(n_tasks)
+        norms = np.sqrt(np.clip(np.diag(g), 0.0, None))
+        orders = self._orders(n_tasks).numpy()
+        rows = np.arange(n_tasks)
         for k in range(n_tasks - 1):
             others = orders[:, k]
-            inner = (coefficients * gram[:, others].T).sum(1)  # ⟨g_i', g_j⟩
-            norm_i = ((coefficients @ gram) * coefficients).sum(1).clamp_min(0).sqrt()  # ‖g_i'‖
+            inner = np.einsum("ij,ji->i", coefficients, g[:, others])  # ⟨g_i', g_j⟩
+            norm_i = np.sqrt(np.clip(np.einsum("ij,ij->i", coefficients @ g, coefficients), 0.0, None))  # ‖g_i'‖
             norm_j = norms[others]
             phi = inner / (norm_i * norm_j + self.eps)
-            target = targets[rows, others]
+            target = t[rows, others]
             below = phi < target
             if below.any():
-                root_phi = (1 - phi[below] ** 2).clamp_min(0).sqrt()
-                root_target = (1 - target[below] ** 2).clamp_min(0).sqrt()
+                root_phi = np.sqrt(np.clip(1 - phi[below] ** 2, 0.0, None))
+                root_target = np.sqrt(np.clip(1 - target[below] ** 2, 0.0, None))
                 weight = norm_i[below] * (target[below] * root_phi - phi[below] * root_target) / (
                     norm_j[below] * root_target + self.eps)
                 coefficients[rows[below], others[below]] += weight
-            targets[rows, others] = (1 - self.beta) * target + self.beta * phi
-        return coefficients
+            t[rows, others] = (1 - self.beta) * target + self.beta * phi
+        return torch.from_numpy(coefficients).to(gram.dtype)
 
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
         n_tasks, width = jacobian.shape

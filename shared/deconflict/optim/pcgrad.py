@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,21 +65,21 @@ class PCGrad(RandomMixin, GramianAggregator):
         every task i projects against the k-th task of its own order.
         """
         n_tasks = gramian.shape[0]
-        gram = gramian.cpu()
-        coefficients = torch.eye(n_tasks, dtype=gram.dtype)
         if n_tasks == 1:
-            return coefficients.to(gramian.device)
-        orders = self._orders(n_tasks)
-        rows = torch.arange(n_tasks)
-        diagonal = gram.diagonal()
+            return torch.ones(1, 1, dtype=gramian.dtype, device=gramian.device)
+        gram = gramian.detach().cpu().numpy().astype(np.float64)  # small: NumPy has less per-op overhead
+        coefficients = np.eye(n_tasks)
+        orders = self._orders(n_tasks).numpy()
+        rows = np.arange(n_tasks)
+        diagonal = np.diag(gram)
         for k in range(n_tasks - 1):
             others = orders[:, k]
-            inner = (coefficients * gram[:, others].T).sum(1)  # g_i^PC · g_{others[i]}
+            inner = np.einsum("ij,ji->i", coefficients, gram[:, others])  # g_i^PC · g_{others[i]}
             conflict = inner < 0
             if conflict.any():
                 i, j = rows[conflict], others[conflict]
                 coefficients[i, j] -= inner[conflict] / diagonal[j]
-        return coefficients.to(gramian.device)
+        return torch.from_numpy(coefficients).to(dtype=gramian.dtype, device=gramian.device)
 
     def weights(self, gramian: Tensor) -> Tensor:
         n_tasks = gramian.shape[0]

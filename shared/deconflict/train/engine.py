@@ -243,6 +243,17 @@ class Trainer:
         """The model's outputs as training sees them (e.g. through RotoGrad's rotations)."""
         return self._decode(self.model.encode(inputs))
 
+    def _method_parameter_grads(self, objective: Tensor) -> None:
+        """With an aggregator, the loss weighting's own parameters (UW's log-variances, IMTL-L's
+        scales) get their gradient from the weighted objective, which no backward pass runs."""
+        own = [p for p in self.weighting.parameters() if p.requires_grad]
+        if not own or not objective.requires_grad:
+            return
+        grads = torch.autograd.grad(objective, own, retain_graph=True, allow_unused=True)
+        for param, grad in zip(own, grads):
+            if grad is not None:  # None: the method set its own gradient (GradNorm)
+                param.grad = grad.detach() if param.grad is None else param.grad + grad.detach()
+
     def train_step(self, batch: Any) -> StepOutput:
         """Run one optimisation step on ``batch`` = (inputs, targets)."""
         device = next(self.model.parameters()).device
@@ -253,30 +264,27 @@ class Trainer:
         rows, losses = self._losses(outputs, targets)
         context = self._context(inputs, targets, rows, losses, representation)
         weights = self.weighting(losses, context)
-        weighted = [row * weight for row, weight in zip(rows, weights)]  # one branch per task
-        objective = torch.stack(weighted).sum()
         penalty = self.weighting.penalty()
-        if penalty is not None:
-            objective = objective + penalty
         level_target = representation if self.config.level == "feature" else None
         result = None
-        if self.aggregator is not None:
-            own = [p for p in self.weighting.parameters() if p.requires_grad]
-            if own and objective.requires_grad:  # e.g. UW's log-variances get d(objective)/ds
-                grads = torch.autograd.grad(objective, own, retain_graph=True, allow_unused=True)
-                for param, grad in zip(own, grads):
-                    if grad is not None:
-                        param.grad = grad.detach() if param.grad is None else param.grad + grad.detach()
-            result = self.backward(
-                weighted, self.model.shared_parameters(), self.model.task_parameters(), self.aggregator,
-                representation=level_target, task_names=self.model.task_names, context=context,
-            )
-        elif self.regularizer is not None:
-            target = representation if level_target is not None else self.model.shared_parameters()
-            jac = grad_jacobian(weighted, target, create_graph=True)
-            (objective + self.regularizer(jac, context)).backward()
+        if self.aggregator is None and self.regularizer is None:  # one backward pass of Σ_t w_t L_t
+            objective = (torch.stack(rows) * weights).sum()
+            (objective if penalty is None else objective + penalty).backward()
         else:
-            objective.backward()
+            weighted = [row * weight for row, weight in zip(rows, weights)]  # one branch per task
+            objective = torch.stack(weighted).sum()
+            if penalty is not None:
+                objective = objective + penalty
+            if self.aggregator is not None:
+                self._method_parameter_grads(objective)
+                result = self.backward(
+                    weighted, self.model.shared_parameters(), self.model.task_parameters(), self.aggregator,
+                    representation=level_target, task_names=self.model.task_names, context=context,
+                )
+            else:
+                target = representation if level_target is not None else self.model.shared_parameters()
+                jac = grad_jacobian(weighted, target, create_graph=True)
+                (objective + self.regularizer(jac, context)).backward()
         self.optimizer.step()
         for built in self.methods.all:
             built.after_step(context)
