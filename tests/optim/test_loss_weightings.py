@@ -149,3 +149,20 @@ def test_reference_values_of_the_loss_weightings():
     torch.testing.assert_close(optim.get("go4align", num_groups=1)(losses),
                                torch.full((3,), 1.3611532, dtype=torch.float64), atol=1e-6, rtol=0)
     assert math.isclose(float(optim.get("go4align", num_groups=1, step_size=0.0)(losses)[0]), (3.5 / 2 + 3.5 / 0.5 + 3.5) / 9)
+
+
+def test_gradnorm_state_and_reset():
+    method = optim.get("gradnorm")
+    method.setup(2, torch.device("cpu"))
+    context = StepContext(losses=torch.ones(2), task_gradients=lambda: torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+    method(torch.tensor([2.0, 1.0]), context)
+    with torch.no_grad():
+        method.task_weights.sub_(0.1 * method.task_weights.grad)
+    method.after_step(context)
+    state = method.state_dict()
+    clone = optim.get("gradnorm")
+    clone.load_state_dict(state)
+    assert torch.equal(clone.task_weights.detach(), method.task_weights.detach())
+    assert torch.equal(clone.initial_losses, torch.tensor([2.0, 1.0], dtype=torch.float64))
+    method.reset()
+    assert torch.equal(method.task_weights.detach(), torch.ones(2)) and method.initial_losses is None

@@ -109,7 +109,8 @@ class Trainer:
 
     then ``optimizer.step()`` and the methods' ``after_step`` hooks (e.g. FAMO's update, GradNorm's
     renormalisation); at each epoch's end their ``end_epoch`` hooks (DWA). Learnable parameters of
-    methods that train with the model (UW, IMTL-L) join the optimizer as an extra parameter group. Seeded runs are deterministic on the CPU; with a ``run_dir`` the
+    methods that train with the model (UW, IMTL-L, GradNorm's weights) join the optimizer's first
+    parameter group (or a group of their own when the method sets its ``lr``). Seeded runs are deterministic on the CPU; with a ``run_dir`` the
     loop logs metrics with dvclive, checkpoints atomically and resumes from the last checkpoint
     with the same final result as an uninterrupted run.
     """
@@ -152,10 +153,10 @@ class Trainer:
             built.setup(model.num_tasks, device)
             params = built.parameters()
             if built.trained_with_model and params:
-                group: dict[str, Any] = {"params": params}
-                if getattr(built, "lr", None) is not None:
-                    group["lr"] = built.lr
-                optimizer.add_param_group(group)
+                if getattr(built, "lr", None) is None:  # same hyperparameters as the model's first group
+                    optimizer.param_groups[0]["params"].extend(params)
+                else:
+                    optimizer.add_param_group({"params": params, "lr": built.lr})
         self.scheduler = scheduler
         names = {id(param): name for name, param in model.named_parameters()}
         self._shared_layout = tuple((names.get(id(p), "?"), p.numel()) for p in model.shared_parameters())
