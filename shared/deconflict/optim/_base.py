@@ -32,6 +32,7 @@ __all__ = [
     "Aggregator",
     "GramianAggregator",
     "LossWeighting",
+    "LearnedLogScales",
     "Regularizer",
     "Combined",
 ]
@@ -157,18 +158,22 @@ class Method:
 
 class RandomMixin:
     """A method that draws random numbers: from its own generator if ``seed`` is set, else from
-    torch's global generator (which the training engine seeds and checkpoints)."""
+    torch's global generator (which the training engine seeds and checkpoints). It resets and
+    saves its generator together with the method's other state."""
 
     seed: int | None
     _generator: torch.Generator | None = None
 
-    def _reset_generator(self) -> None:
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
         self._generator = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
 
-    def _generator_state(self) -> dict[str, Any]:
-        return {} if self._generator is None else {"generator": self._generator.get_state()}
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()  # type: ignore[misc]
+        return state if self._generator is None else {**state, "generator": self._generator.get_state()}
 
-    def _load_generator_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)  # type: ignore[misc]
         if "generator" in state and self._generator is not None:
             self._generator.set_state(state["generator"])
 
@@ -262,6 +267,56 @@ class LossWeighting(Method):
     def penalty(self) -> Tensor | None:
         """A term added to the weighted loss (e.g. UW's Σ log σ_t), or None."""
         return None
+
+
+class LearnedLogScales(LossWeighting):
+    """A loss weighting with one learned log-scale s_t per task, trained with the model (UW, IMTL-L).
+
+    Subclasses implement :meth:`scales` (s ↦ weights and penalty). ``log_scales`` is sized by
+    :meth:`setup` (the engine calls it with the number of tasks) or at the first call.
+    """
+
+    stateful = True
+    trained_with_model = True
+
+    def __init__(self, init: float = 0.0) -> None:
+        super().__init__()
+        self.init = float(init)
+        self.log_scales = torch.nn.Parameter(torch.zeros(0))
+        self._penalty: Tensor | None = None
+
+    def scales(self, log_scales: Tensor) -> tuple[Tensor, Tensor]:
+        """(weights, penalty) from the log-scales."""
+        raise NotImplementedError
+
+    def setup(self, n_tasks: int, device: torch.device) -> None:
+        if self.log_scales.numel() == 0:
+            self.log_scales.data = torch.full((n_tasks,), self.init, device=device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.log_scales]
+
+    def reset(self) -> None:
+        super().reset()
+        with torch.no_grad():
+            self.log_scales.fill_(self.init)
+
+    def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
+        self.setup(losses.shape[0], losses.device)
+        if self.log_scales.shape[0] != losses.shape[0]:
+            raise self._invalid(f"built for {self.log_scales.shape[0]} tasks, called with {losses.shape[0]}.")
+        weights, self._penalty = self.scales(self.log_scales.to(losses.dtype))
+        return weights
+
+    def penalty(self) -> Tensor | None:
+        return self._penalty
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "log_scales": self.log_scales.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.log_scales.data = state["log_scales"].clone().to(self.log_scales.device)
 
 
 class Regularizer(Method):

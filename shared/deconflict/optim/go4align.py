@@ -75,7 +75,6 @@ class GO4Align(RandomMixin, LossWeighting):
 
     def reset(self) -> None:
         super().reset()
-        self._reset_generator()
         self.risk: Tensor | None = None
 
     def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
@@ -98,10 +97,9 @@ class GO4Align(RandomMixin, LossWeighting):
         return weights.to(dtype=losses.dtype, device=losses.device)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), **self._generator_state(),
+        return {**super().state_dict(),
                 "risk": None if self.risk is None else self.risk.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self._load_generator_state(state)
         self.risk = None if state["risk"] is None else state["risk"].clone()

@@ -60,10 +60,6 @@ class GradDrop(RandomMixin, Aggregator):
         self.seed = seed
         self.reset()
 
-    def reset(self) -> None:
-        super().reset()
-        self._reset_generator()
-
     def _leak(self, n_tasks: int, like: Tensor) -> Tensor:
         if isinstance(self.leak, (int, float)):
             return torch.full((n_tasks,), float(self.leak), dtype=like.dtype, device=like.device)
@@ -92,10 +88,3 @@ class GradDrop(RandomMixin, Aggregator):
             return (kept * per_example).sum(0).reshape(-1)
         masks = self.masks(jacobian).to(jacobian.dtype)
         return ((leak + (1 - leak) * masks) * jacobian).sum(0)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), **self._generator_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self._load_generator_state(state)

@@ -62,7 +62,6 @@ class GradVac(RandomMixin, Aggregator):
 
     def reset(self) -> None:
         super().reset()
-        self._reset_generator()
         self.targets: Tensor | None = None  # [groups, T, T], float64
 
     def _groups(self, width: int, context: StepContext | None) -> list[slice]:
@@ -140,10 +139,9 @@ class GradVac(RandomMixin, Aggregator):
         return direction
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), **self._generator_state(),
+        return {**super().state_dict(),
                 "targets": None if self.targets is None else self.targets.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self._load_generator_state(state)
         self.targets = None if state["targets"] is None else state["targets"].clone()

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from deconflict.errors import SolverError
-from deconflict.optim._base import Combined, GramianAggregator, LossWeighting, StepContext
+from deconflict.optim._base import Combined, GramianAggregator, LearnedLogScales
 from deconflict.optim._registry import register
 
 __all__ = ["IMTLL", "IMTLG", "IMTL", "imtl_g_weights"]
@@ -58,7 +58,7 @@ class IMTLG(GramianAggregator):
 
 
 @register()
-class IMTLL(LossWeighting):
+class IMTLL(LearnedLogScales):
     """IMTL-L: learned loss scales that make every scaled loss equal to 1 at the optimum.
 
     Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021, Sec. 3.1, Eq. (6): each loss
@@ -69,42 +69,17 @@ class IMTLL(LossWeighting):
     name = "imtl_l"
     paper = "Liu et al. 2021, Towards Impartial Multi-task Learning (ICLR)"
     equation = "Sec. 3.1, Eq. (6): Σ_t e^{s_t} L_t − s_t"
-    stateful = True
-    trained_with_model = True
 
     def __init__(self, init: float = 0.0) -> None:
-        super().__init__()
-        self.init = float(init)
-        self.log_scale = nn.Parameter(torch.zeros(0))
-        self._penalty: Tensor | None = None
+        super().__init__(init=init)
 
-    def setup(self, n_tasks: int, device: torch.device) -> None:
-        if self.log_scale.numel() == 0:
-            self.log_scale.data = torch.full((n_tasks,), self.init, device=device)
+    @property
+    def log_scale(self) -> nn.Parameter:
+        """s_t."""
+        return self.log_scales
 
-    def parameters(self) -> list[nn.Parameter]:
-        return [self.log_scale]
-
-    def reset(self) -> None:
-        super().reset()
-        with torch.no_grad():
-            self.log_scale.fill_(self.init)
-
-    def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
-        self.setup(losses.shape[0], losses.device)
-        s = self.log_scale.to(losses.dtype)
-        self._penalty = -s.sum()
-        return torch.exp(s)
-
-    def penalty(self) -> Tensor | None:
-        return self._penalty
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "log_scale": self.log_scale.detach().clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.log_scale.data = state["log_scale"].clone().to(self.log_scale.device)
+    def scales(self, log_scales: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.exp(log_scales), -log_scales.sum()
 
 
 @register()

@@ -46,10 +46,6 @@ class PCGrad(RandomMixin, GramianAggregator):
         self.seed = seed
         self.reset()
 
-    def reset(self) -> None:
-        super().reset()
-        self._reset_generator()
-
     def _orders(self, n_tasks: int) -> Tensor:
         """Row i: the other tasks in the order task i visits them (one random permutation per i)."""
         rows = []
@@ -87,10 +83,3 @@ class PCGrad(RandomMixin, GramianAggregator):
         if self.reduction == "mean":
             weights = weights / n_tasks
         return weights
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), **self._generator_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self._load_generator_state(state)

@@ -37,22 +37,19 @@ def random_weights(n_tasks: int, distribution: str, generator: torch.Generator |
 
 
 class _RandomWeightsBase(RandomMixin):
-    def _setup_random(self, distribution: str, seed: int | None) -> None:
+    """What RLW and RGW share: the distribution, the scale and the seeded generator."""
+
+    def _setup_random(self, distribution: str, scale: str, seed: int | None) -> None:
         if distribution not in DISTRIBUTIONS:
             raise self._invalid(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}.")
-        self.distribution = distribution
-        self.seed = seed
+        if scale not in ("mean", "sum"):
+            raise self._invalid(f"scale must be 'mean' or 'sum', got {scale!r}.")
+        self.distribution, self.scale, self.seed = distribution, scale, seed
+        self.reset()
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), **self._generator_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self._load_generator_state(state)
-
-    def reset(self) -> None:
-        super().reset()
-        self._reset_generator()
+    def _draw(self, n_tasks: int) -> Tensor:
+        weights = random_weights(n_tasks, self.distribution, self._generator)
+        return weights * n_tasks if self.scale == "sum" else weights
 
 
 @register("random_loss_weighting")
@@ -77,17 +74,10 @@ class RLW(_RandomWeightsBase, LossWeighting):
 
     def __init__(self, distribution: str = "normal", scale: str = "mean", seed: int | None = None) -> None:
         super().__init__()
-        if scale not in ("mean", "sum"):
-            raise self._invalid(f"scale must be 'mean' or 'sum', got {scale!r}.")
-        self.scale = scale
-        self._setup_random(distribution, seed)
-        self.reset()
+        self._setup_random(distribution, scale, seed)
 
     def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
-        weights = random_weights(losses.shape[0], self.distribution, self._generator)
-        if self.scale == "sum":
-            weights = weights * losses.shape[0]
-        return weights.to(dtype=losses.dtype, device=losses.device)
+        return self._draw(losses.shape[0]).to(dtype=losses.dtype, device=losses.device)
 
 
 @register("random_gradient_weighting")
@@ -108,14 +98,7 @@ class RGW(_RandomWeightsBase, GramianAggregator):
 
     def __init__(self, distribution: str = "normal", scale: str = "mean", seed: int | None = None) -> None:
         super().__init__()
-        if scale not in ("mean", "sum"):
-            raise self._invalid(f"scale must be 'mean' or 'sum', got {scale!r}.")
-        self.scale = scale
-        self._setup_random(distribution, seed)
-        self.reset()
+        self._setup_random(distribution, scale, seed)
 
     def weights(self, gramian: Tensor) -> Tensor:
-        weights = random_weights(gramian.shape[0], self.distribution, self._generator)
-        if self.scale == "sum":
-            weights = weights * gramian.shape[0]
-        return weights.to(gramian.device)
+        return self._draw(gramian.shape[0]).to(gramian.device)
