@@ -32,9 +32,10 @@ class SmallCNN(nn.Module):
         )
         self.heads = nn.ModuleList(nn.Linear(2 * width, 1) for _ in range(n_tasks))
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """One scalar per task, as a list: each task's backward pass then stays in its own branch."""
         z = self.trunk(x)
-        return torch.stack([((head(z).squeeze(-1) - y[:, t]) ** 2).mean() for t, head in enumerate(self.heads)])
+        return [((head(z).squeeze(-1) - y[:, t]) ** 2).mean() for t, head in enumerate(self.heads)]
 
 
 def sync(device: torch.device) -> None:
@@ -55,7 +56,7 @@ def measure(n_tasks: int, repeats: int, device: torch.device, batch: int = 16, s
         start = time.perf_counter()
         losses = model.losses(x, y)
         if kind == "joint backward":
-            torch.autograd.grad(losses.sum(), params)
+            torch.autograd.grad(torch.stack(losses).sum(), params)
         else:
             jacobian(losses, params, mode=kind, retain_graph=False)
         sync(device)
