@@ -3,11 +3,14 @@
 from deconflict.train.callbacks import Callback, StepOutput
 from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
 from deconflict.train.engine import CHECKPOINT_NAME, TrainConfig, Trainer, TrainResult
+from deconflict.train.monitors import GradientMonitor, layer_slices
 from deconflict.train.seeding import rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "CHECKPOINT_NAME",
     "Callback",
+    "GradientMonitor",
+    "layer_slices",
     "StepOutput",
     "TrainConfig",
     "TrainResult",

@@ -31,6 +31,10 @@ class Callback:
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
 
+    def before_backward(self, trainer: "Trainer", losses: list[Tensor], representation: Tensor) -> None:
+        """Called with the step's unweighted task losses (graph alive) before any backward pass;
+        monitors may take gradients here (``retain_graph=True``) but must not write ``.grad``."""
+
     def on_step_end(self, trainer: "Trainer", output: StepOutput) -> None: ...
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...

@@ -163,6 +163,8 @@ class Trainer:
         self.config = config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
+        # only callbacks that override before_backward are called there: no monitor, no cost
+        self._watchers = [c for c in self.callbacks if type(c).before_backward is not Callback.before_backward]
         self.backward = MultiTaskBackward(self.config.jacobian_mode)
         self.epoch = 0  # epochs completed
         self.step = 0  # steps completed
@@ -263,6 +265,8 @@ class Trainer:
         representation = self.model.encode(inputs)
         outputs = self._decode(representation)
         rows, losses = self._losses(outputs, targets)
+        for callback in self._watchers:
+            callback.before_backward(self, rows, representation)
         context = self._context(inputs, targets, rows, losses, representation)
         weights = self.weighting(losses, context)
         penalty = self.weighting.penalty()
