@@ -223,3 +223,16 @@ def test_s_conflict_scores_from_the_monitor_table_use_each_layer():
     modules = {name.rpartition(".")[0] for name, _ in trainer.model.named_parameters() if name.startswith("trunk")}
     assert set(scores.index) == modules
     assert scores.max() <= 8 * 3  # steps × pairs
+
+
+def test_conflict_value_and_gain_are_anti_correlated_over_training():
+    from deconflict.analysis.histories import conflict_gain_correlation
+
+    monitor = GradientMonitor(every=1, per_layer=False)
+    train([monitor], epochs=2)
+    pairs = monitor.pairs()
+    r = conflict_gain_correlation(pairs)
+    c = np.concatenate([pairs["conflict_value_ij"], pairs["conflict_value_ji"]])
+    g = np.concatenate([pairs["convergence_gain_ij"], pairs["convergence_gain_ji"]])
+    assert r == pytest.approx(float(np.corrcoef(c, g)[0, 1]))
+    assert r < 0  # more conflict, less gain (DR-MGF Fig. 5's finding, as C ≥ −G implies)

@@ -24,6 +24,7 @@ __all__ = [
     "incidence_of_conflict",
     "ranking_similarity",
     "loss_trend_correlation",
+    "conflict_gain_correlation",
 ]
 
 #: Recon's bin edges for the distribution of cos φ_ij, from 1 down to −1 (Table 6: Multi-Fashion+MNIST;
@@ -141,6 +142,21 @@ def ranking_similarity(scores_a: Sequence[float], scores_b: Sequence[float], fol
     off_diagonal = ~np.eye(a.size, dtype=bool)
     agreement = float(np.mean(sign_a[off_diagonal] == sign_b[off_diagonal]))
     return max(agreement, 1.0 - agreement) if fold else agreement
+
+
+def conflict_gain_correlation(pairs: pd.DataFrame, layer: str = WHOLE_SHARED) -> float:
+    """DR-MGF Fig. 5: the Pearson correlation between the conflict value C (Eq. 2) and the relative
+    convergence gain G (Eq. 3) over the monitored steps and task pairs (both directions) of one layer
+    of the monitor's table. The paper correlates "normalized" C and G; Pearson's r is unchanged by
+    any affine normalisation of either series."""
+    rows = pairs[pairs["layer"] == layer] if "layer" in pairs.columns else pairs
+    if "level" in rows.columns:
+        rows = rows[rows["level"] == "parameter"] if layer == WHOLE_SHARED else rows
+    c = np.concatenate([rows["conflict_value_ij"].to_numpy(), rows["conflict_value_ji"].to_numpy()])
+    g = np.concatenate([rows["convergence_gain_ij"].to_numpy(), rows["convergence_gain_ji"].to_numpy()])
+    if c.size < 3 or np.std(c) == 0 or np.std(g) == 0:
+        raise ShapeError("conflict_gain_correlation needs at least 3 non-constant (C, G) pairs.")
+    return float(np.corrcoef(c, g)[0, 1])
 
 
 def loss_trend_correlation(losses: pd.DataFrame) -> pd.DataFrame:
