@@ -40,8 +40,12 @@ class SolverError(DeconflictError, RuntimeError):
     """A numerical solver inside a method did not reach a valid solution."""
 
 
-class DatasetNotFoundError(DeconflictError, FileNotFoundError):
-    """A dataset root is missing or does not have the expected layout."""
+class DatasetError(DeconflictError, ValueError):
+    """A dataset does not have the expected layout or content (a missing folder, a corrupt file)."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset root or a dataset is missing."""
 
 
 class CheckpointError(DeconflictError, RuntimeError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from deconflict.errors import DatasetNotFoundError
+from deconflict.errors import DatasetError, DatasetNotFoundError
 
-__all__ = ["require_dataset"]
+__all__ = ["require_dataset", "DatasetError"]
 
 
 def require_dataset(data_root: str | Path, name: str, expected: Iterable[str] = ()) -> Path:
