@@ -86,7 +86,10 @@ class MultiTaskBackward:
     the robust-MTL paper run.
 
     In both cases the task-specific parameters of task t receive task t's own gradient
-    (row t of the Jacobian taken in the same backward passes), never the aggregate.
+    (row t of the Jacobian taken in the same backward passes), never the aggregate. At feature
+    level, ``downstream_shared`` parameters (shared by the tasks but applied after the
+    representation, e.g. SegNet-MTAN's shared attention blocks) receive the sum of the task
+    gradients, as in joint training; at parameter level they are ordinary shared parameters.
     """
 
     def __init__(self, mode: JacobianMode = "auto") -> None:
@@ -102,6 +105,7 @@ class MultiTaskBackward:
         representation: Tensor | None = None,
         task_names: Sequence[str] | None = None,
         context: object = None,
+        downstream_shared: Iterable[Tensor] = (),
     ) -> BackwardResult:
         """``aggregate`` is called as ``aggregate(J)``, or ``aggregate(J, context)`` when a context is given.
 
@@ -117,11 +121,12 @@ class MultiTaskBackward:
             raise ShapeError(f"{n_tasks} losses but task parameters for {len(per_task)} tasks.")
         own = [p for group in per_task for p in group]
         sizes = [sum(p.numel() for p in group) for group in per_task]
+        downstream = list(downstream_shared) if representation is not None else []
 
         level = "parameter" if representation is None else "feature"
         targets = shared_params if representation is None else [representation]
         width = sum(p.numel() for p in targets)
-        full = self.engine(losses, targets + own, retain_graph=representation is not None)
+        full = self.engine(losses, targets + own + downstream, retain_graph=representation is not None)
         shared_jac = full[:, :width]
         _check_finite(shared_jac, task_names, "shared-" + ("parameter" if level == "parameter" else "representation"))
 
@@ -147,6 +152,8 @@ class MultiTaskBackward:
             if group:
                 write_grad(group, full[task, start:start + size])
             start += size
+        if downstream:
+            write_grad(downstream, full[:, start:].sum(0))
         return BackwardResult(jacobian=shared_jac.detach(), direction=direction.detach(), level=level)
 
 

@@ -27,6 +27,9 @@ class MultiTaskModel(nn.Module):
     """
 
     task_names: tuple[str, ...] = ()
+    #: whether :meth:`decode_tasks` accepts per-task views of the representation (RotoGrad's
+    #: rotations); models whose representation has no channel dimension to rotate set it False
+    supports_task_views: bool = True
 
     def encode(self, inputs: Any) -> Tensor:
         raise NotImplementedError
@@ -48,6 +51,13 @@ class MultiTaskModel(nn.Module):
 
     def task_parameters(self) -> list[list[nn.Parameter]]:
         raise NotImplementedError
+
+    def downstream_shared_parameters(self) -> list[nn.Parameter]:
+        """Shared parameters applied *after* the shared representation (e.g. SegNet-MTAN's shared
+        attention blocks). They are part of :meth:`shared_parameters`; at feature level, where the
+        aggregated direction flows back through the representation only, they receive the sum of
+        the task gradients, as in joint training. Empty by default."""
+        return []
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the last shared layer (GradNorm takes its gradient norms there)."""

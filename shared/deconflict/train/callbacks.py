@@ -24,6 +24,8 @@ class StepOutput:
     losses: Tensor  # [T] task losses before weighting
     weights: Tensor | None  # [T] loss weights, if a loss weighting was used
     backward: BackwardResult | None  # Jacobian and direction, if an aggregator was used
+    outputs: dict[str, Tensor] | None = None  # the model's outputs on the batch (for training metrics)
+    targets: Any = None  # the batch's targets
 
 
 class Callback:

@@ -145,6 +145,12 @@ class Trainer:
             if level not in built.levels:
                 raise ConfigError(f"{built.name} runs at {' or '.join(built.levels)} level only: set level="
                                   f"{built.levels[0]!r} in the training configuration.")
+            if type(built).task_views is not optim.Method.task_views and not model.supports_task_views:
+                raise ConfigError(
+                    f"{built.name} gives each task its own view of the shared representation, which "
+                    f"{type(model).__name__} does not support (its representation has no single channel "
+                    "dimension to transform); train it on a model with one shared feature map, e.g. SegNetSplit."
+                )
         self.weighting = self.methods.weighting
         self.aggregator = self.methods.aggregator
         self.regularizer = self.methods.regularizer
@@ -189,12 +195,15 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / CHECKPOINT_NAME
 
     # -- one step ----------------------------------------------------------------------------
+    def _ordered(self, raw: Any) -> Any:
+        """A criterion's dict of losses as a list in the model's task order (other forms as they are)."""
+        if isinstance(raw, dict):
+            return [raw[name] for name in self.model.task_names] if self.model.task_names else list(raw.values())
+        return raw
+
     def _losses(self, outputs: dict[str, Tensor], targets: Any) -> tuple[list[Tensor], Tensor]:
         """The task losses as the criterion's own scalars (one backward branch each) and stacked."""
-        raw = self.criterion(outputs, targets)
-        if isinstance(raw, dict):
-            raw = [raw[name] for name in self.model.task_names] if self.model.task_names else list(raw.values())
-        rows = loss_rows(raw)
+        rows = loss_rows(self._ordered(self.criterion(outputs, targets)))
         losses = torch.stack([row.detach() for row in rows])
         names = self.model.task_names
         if names and losses.shape[0] != len(names):
@@ -225,7 +234,7 @@ class Trainer:
         def losses_after_step() -> Tensor:
             if "after" not in cache:
                 with torch.no_grad():
-                    cache["after"] = stack_losses(self.criterion(self.predict(inputs), targets)).detach()
+                    cache["after"] = stack_losses(self._ordered(self.criterion(self.predict(inputs), targets))).detach()
             return cache["after"]
 
         return optim.StepContext(
@@ -285,6 +294,7 @@ class Trainer:
                 result = self.backward(
                     weighted, self.model.shared_parameters(), self.model.task_parameters(), self.aggregator,
                     representation=level_target, task_names=self.model.task_names, context=context,
+                    downstream_shared=self.model.downstream_shared_parameters(),
                 )
             else:
                 target = representation if level_target is not None else self.model.shared_parameters()
@@ -295,7 +305,9 @@ class Trainer:
             built.after_step(context)
         self.step += 1
         return StepOutput(epoch=self.epoch, step=self.step, losses=losses.detach(),
-                          weights=weights.detach(), backward=result)
+                          weights=weights.detach(), backward=result,
+                          outputs={name: out.detach() for name, out in outputs.items()} if isinstance(outputs, dict) else None,
+                          targets=targets)
 
     # -- checkpoint / resume -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
