@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="run folder (default: pipelines/runs/<name>)")
     parser.add_argument("--work", type=Path, help="checkpoint folder (default: pipelines/work/<name>)")
     parser.add_argument("--profile", help="override the root params.yaml profile (smoke | full)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (a line per epoch, with the run's ETA, is still printed)")
     return parser.parse_args(argv)
 
 
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed, key in keys.items():
         print(f"{run.name}: seed {seed} ({profile} profile, {settings.epochs} epochs, device {device})", flush=True)
         frames.append(train_seed(run, settings, seed, data_base=data_base, work_dir=work / key, device=device,
-                                 progress=not args.no_progress))
+                                 progress=not args.no_progress,
+                                 report=lambda line, seed=seed: print(f"{run.name} seed {seed}: {line}", flush=True)))
     metrics = pd.concat(frames, ignore_index=True)
     summary = summarise_run(metrics, settings.last_k)
     with atomic_path(out / "metrics.csv") as tmp:

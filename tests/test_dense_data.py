@@ -191,3 +191,19 @@ def test_verify_checks_the_public_layout_and_hashes(nyu_root):
     assert any("795" in p for p in problems) and any("(288, 384)" in p for p in problems)
     hashes = file_hashes(nyu_root)
     assert len(hashes) == 4 * (4 + 2) and all(len(h) == 64 for h in hashes.values())
+
+
+def test_verify_cli_pins_a_copy_with_a_manifest(nyu_root, tmp_path, capsys):
+    import shutil
+
+    from deconflict.data.verify import main
+
+    root = tmp_path / "nyuv2"
+    shutil.copytree(nyu_root, root)
+    manifest = tmp_path / "SHA256SUMS"
+    assert main(["nyuv2", str(root), "--any-size", "--write-manifest", str(manifest)]) == 0
+    assert main(["nyuv2", str(root), "--any-size", "--manifest", str(manifest)]) == 0
+    np.save(root / "val" / "depth" / "1.npy", np.ones((64, 96, 1)))
+    assert main(["nyuv2", str(root), "--any-size", "--manifest", str(manifest)]) == 1
+    assert "val/depth/1.npy: hash differs" in capsys.readouterr().err
+    assert main(["nyuv2", str(root)]) == 1  # not the public counts and size

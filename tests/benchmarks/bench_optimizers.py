@@ -117,31 +117,26 @@ def celeba_losses(outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
     return [F.binary_cross_entropy_with_logits(o, targets[:, i]) for i, o in enumerate(outputs.values())]
 
 
+def nyuv2_batch(h: int, w: int, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+    """A batch of two NYUv2-shaped items (random image, labels with ignore, depth, unit normals)."""
+    targets = {
+        "segmentation": torch.randint(-1, 13, (2, h, w), generator=generator),
+        "depth": torch.rand(2, 1, h, w, generator=generator),
+        "normal": F.normalize(torch.randn(2, 3, h, w, generator=generator), dim=1),
+    }
+    return torch.randn(2, 3, h, w, generator=generator), targets
+
+
 def workload(name: str, device: torch.device):
     generator = torch.Generator().manual_seed(0)
-    if name == "nyuv2":
-        torch.manual_seed(0)
-        model = SmallSegNet()
-        h, w = 72, 96
-        targets = {
-            "segmentation": torch.randint(-1, 13, (2, h, w), generator=generator),
-            "depth": torch.rand(2, 1, h, w, generator=generator),
-            "normal": F.normalize(torch.randn(2, 3, h, w, generator=generator), dim=1),
-        }
-        batch = (torch.randn(2, 3, h, w, generator=generator), targets)
-        return model, nyuv2_losses, batch, "3-task SegNet-like, NYUv2-shaped 3×72×96 (¼ resolution), batch 2"
-    if name == "mtan":
-        torch.manual_seed(0)
-        model = SegNetMTAN({"segmentation": 13, "depth": 1, "normal": 3}, width=0.25)
-        h, w = 96, 128
-        targets = {
-            "segmentation": torch.randint(-1, 13, (2, h, w), generator=generator),
-            "depth": torch.rand(2, 1, h, w, generator=generator),
-            "normal": F.normalize(torch.randn(2, 3, h, w, generator=generator), dim=1),
-        }
-        batch = (torch.rand(2, 3, h, w, generator=generator), targets)
-        return model, DenseLoss(model.task_names), batch, "SegNet-MTAN (width 0.25), NYUv2-shaped 3×96×128, batch 2"
     torch.manual_seed(0)
+    if name == "nyuv2":
+        return (SmallSegNet(), nyuv2_losses, nyuv2_batch(72, 96, generator),
+                "3-task SegNet-like, NYUv2-shaped 3×72×96 (¼ resolution), batch 2")
+    if name == "mtan":
+        model = SegNetMTAN({"segmentation": 13, "depth": 1, "normal": 3}, width=0.25)
+        return (model, DenseLoss(model.task_names), nyuv2_batch(96, 128, generator),
+                "SegNet-MTAN (width 0.25), NYUv2-shaped 3×96×128, batch 2")
     model = CelebANet()
     batch = (torch.randn(16, 3, 64, 64, generator=generator), (torch.rand(16, 40, generator=generator) > 0.5).float())
     return model, celeba_losses, batch, "40-task conv net, CelebA-shaped 3×64×64, batch 16"

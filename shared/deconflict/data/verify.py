@@ -89,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_manifest:
             write_text(args.write_manifest, "".join(f"{h}  {p}\n" for p, h in hashes.items()))
         if args.manifest:
-            expected = dict(reversed(line.split(maxsplit=1)) for line in args.manifest.read_text().splitlines() if line.strip())
-            expected = {p.strip(): h for p, h in expected.items()}
+            expected = {}
+            for line in args.manifest.read_text().splitlines():  # "<sha256>  <path>", as sha256sum writes
+                if line.strip():
+                    digest, path = line.split(maxsplit=1)
+                    expected[path.strip()] = digest
             for path in sorted(set(expected) | set(hashes)):
                 if expected.get(path) != hashes.get(path):
                     problems.append(f"{path}: {'missing' if path not in hashes else 'not in the manifest' if path not in expected else 'hash differs'}")

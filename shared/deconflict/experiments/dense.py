@@ -253,12 +253,18 @@ class DenseEvaluator(Callback):
     """
 
     def __init__(self, test_batches: Callable[[], Iterable[Any]], tasks: Mapping[str, int],
-                 metrics_path: Path | None = None) -> None:
+                 metrics_path: Path | None = None, report: Callable[[str], None] | None = None) -> None:
         self.test_batches = test_batches
         self.tasks = dict(tasks)
         self.metrics_path = metrics_path
+        self.report = report  # receives one line per epoch: test metrics, elapsed time, ETA of the run
         self.rows: list[dict[str, Any]] = []
         self._train = _Meter(self.tasks)
+        self._started: float | None = None
+        self._first_epoch = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._started, self._first_epoch = time.perf_counter(), trainer.epoch
 
     def on_step_end(self, trainer: Trainer, output: StepOutput) -> None:
         if output.outputs is not None:
@@ -284,15 +290,34 @@ class DenseEvaluator(Callback):
         self.rows += self._train.rows(epoch + 1, "train")
         self.rows += self.evaluate(trainer).rows(epoch + 1, "test")
         self._train = _Meter(self.tasks)
+        if self.report is not None:
+            self.report(self._epoch_line(trainer, epoch))
         if self.metrics_path is not None:
             with atomic_path(self.metrics_path) as tmp:
                 pd.DataFrame(self.rows).to_csv(tmp, index=False, float_format="%.10g")
+
+    def _epoch_line(self, trainer: Trainer, epoch: int) -> str:
+        done, total = epoch + 1, trainer.config.epochs
+        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        per_epoch = elapsed / max(done - self._first_epoch, 1)
+        first = {task: METRICS[task][0][0] for task in self.tasks}
+        values = {(r["task"], r["metric"]): r["value"] for r in self.rows
+                  if r["epoch"] == done and r["split"] == "test" and r["reduction"] == "global"}
+        shown = ", ".join(f"{task} {metric} {values[(task, metric)]:.4g}" for task, metric in first.items())
+        return (f"epoch {done}/{total}: test {shown} | {_duration(elapsed)} elapsed, "
+                f"ETA {_duration(per_epoch * (total - done))}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": list(self.rows)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = list(state.get("rows", []))
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int,
@@ -306,8 +331,11 @@ def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int,
 
 def train_seed(run: DenseRun, settings: DenseSettings, seed: int, *, data_base: Path, work_dir: Path | None,
                device: torch.device | str = "cpu", progress: bool = True,
-               callbacks: Iterable[Callback] = ()) -> pd.DataFrame:
+               callbacks: Iterable[Callback] = (), report: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Train ``run`` with ``seed`` under ``settings``; return its tidy per-epoch metrics.
+
+    ``progress``: a progress bar per epoch (with the epoch's ETA); ``report``: receives one line
+    after every epoch (test metrics, time elapsed, ETA of the whole run).
 
     With a ``work_dir`` the run checkpoints after every ``checkpoint_every`` epochs and resumes
     from there when started again (the metrics of finished epochs come back with the checkpoint).
@@ -324,6 +352,7 @@ def train_seed(run: DenseRun, settings: DenseSettings, seed: int, *, data_base: 
     evaluator = DenseEvaluator(
         lambda: _loader(test_set, batch, False, seed, 0, settings.workers, settings.max_test_items),
         run.tasks, None if work_dir is None else work_dir / "metrics.csv",
+        report=report,
     )
 
     def epoch_batches(epoch: int) -> DataLoader:

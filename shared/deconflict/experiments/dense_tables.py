@@ -288,7 +288,7 @@ def format_table(table: TableSpec, frame: pd.DataFrame, reference: pd.DataFrame 
     for column in shown.columns:
         if column in ("row", "source", "status"):
             continue
-        places = decimals.get(column, 2 if not str(column).startswith("#P") else 2)
+        places = decimals.get(column, 2)
         if column == "seeds":
             shown[column] = [("" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(int(v))) for v in shown[column]]
             continue
