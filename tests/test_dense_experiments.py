@@ -116,12 +116,20 @@ class _Stop(Callback):
 def test_a_killed_run_resumes_to_the_same_numbers(data_base, tmp_path):
     settings = DenseSettings(width=1 / 16, epochs=3, batch_size={"nyuv2": 4}, lr_milestone=2, last_k=2)
     run = DenseRun("nyuv2", "mtan", method="cagrad", hparams=(("c", 0.4),))
-    straight = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "a", progress=False)
+    lines, resumed_lines = [], []
+    straight = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "a", progress=False,
+                          report=lines.append)
     with pytest.raises(KeyboardInterrupt):
         train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False, callbacks=[_Stop(1)])
     assert (tmp_path / "b" / "checkpoint.pt").is_file()
     assert pd.read_csv(tmp_path / "b" / "metrics.csv")["epoch"].max() == 1
-    resumed = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False)
+    resumed = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False,
+                         report=resumed_lines.append)
+    # a line per epoch: the test metric of every task, time elapsed and the run's ETA
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(f"{task} " in line and "elapsed, ETA" in line for line in lines for task in run.tasks)
+    assert lines[-1].endswith("ETA 0m00s")
+    assert [line.split(":")[0] for line in resumed_lines] == ["epoch 2/3", "epoch 3/3"]
     pd.testing.assert_frame_equal(straight, resumed)
     assert set(straight["split"]) == {"train", "test"} and straight["epoch"].max() == 3
     assert set(straight["reduction"]) == {"global", "per_batch", "per_image"}
