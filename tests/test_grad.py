@@ -205,3 +205,30 @@ def test_bad_inputs_have_clear_errors():
         jacobian([], [weight])
     with pytest.raises(ValueError, match="unknown Jacobian mode"):
         JacobianEngine("fast")
+
+
+def test_the_one_off_wrapper_passes_downstream_shared_parameters():
+    """multitask_backward forwards every option: parameters applied after the representation get the
+    sum of the task gradients, as in joint backprop (they were left at zero before)."""
+    from deconflict.grad import multitask_backward
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    weight = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    gate = torch.randn(3, dtype=torch.float64, requires_grad=True)  # shared, applied after the representation
+    heads = torch.randn(2, 3, dtype=torch.float64)
+
+    def losses():
+        z = x @ weight
+        return z, [((z * gate) @ heads[t]).pow(2).mean() for t in range(2)]
+
+    z, rows = losses()
+    torch.stack(rows).sum().backward()
+    expected = weight.grad.clone(), gate.grad.clone()
+    weight.grad = gate.grad = None
+    z, rows = losses()
+    multitask_backward(rows, [weight, gate], None, lambda jac: jac.sum(0), mode="loop", representation=z,
+                       downstream_shared=[gate])
+    torch.testing.assert_close(weight.grad, expected[0])
+    torch.testing.assert_close(gate.grad, expected[1])
+    assert gate.grad.abs().sum() > 0

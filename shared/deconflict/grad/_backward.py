@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,23 +54,21 @@ def _check_finite_losses(losses: Tensor, task_names: Sequence[str] | None) -> No
     if all_finite(losses.detach()):
         return
     bad = (~torch.isfinite(losses.detach())).nonzero().flatten().tolist()
-    if bad:
-        raise NonFiniteError(
-            f"the loss of {_names(bad, task_names)} is NaN or Inf. Lower the learning rate or check the "
-            "inputs, targets and loss for NaN, log(0) or division by zero."
-        )
+    raise NonFiniteError(
+        f"the loss of {_names(bad, task_names)} is NaN or Inf. Lower the learning rate or check the "
+        "inputs, targets and loss for NaN, log(0) or division by zero."
+    )
 
 
 def _check_finite(matrix: Tensor, task_names: Sequence[str] | None, what: str) -> None:
     if all_finite(matrix):
         return
     bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().flatten().tolist()
-    if bad:
-        raise NonFiniteError(
-            f"the {what} gradient of {_names(bad, task_names)} contains NaN or Inf although the losses are "
-            "finite (an infinite derivative in one task's backward pass can reach the other tasks' rows as "
-            "0·Inf). Lower the learning rate, or look for sqrt/log/division at 0 in the model or loss."
-        )
+    raise NonFiniteError(
+        f"the {what} gradient of {_names(bad, task_names)} contains NaN or Inf although the losses are "
+        "finite (an infinite derivative in one task's backward pass can reach the other tasks' rows as "
+        "0·Inf). Lower the learning rate, or look for sqrt/log/division at 0 in the model or loss."
+    )
 
 
 class MultiTaskBackward:
@@ -138,13 +137,15 @@ class MultiTaskBackward:
 
         if representation is None:
             write_grad(shared_params, direction)
-        else:
+        else:  # the parameters before the representation; the downstream ones are written below
+            skip = {id(p) for p in downstream}
+            upstream = [p for p in shared_params if id(p) not in skip]
             grads = torch.autograd.grad(
-                representation, shared_params,
+                representation, upstream,
                 grad_outputs=direction.view_as(representation).to(representation.dtype),
                 allow_unused=True,
             )
-            for param, grad in zip(shared_params, grads):
+            for param, grad in zip(upstream, grads):
                 param.grad = torch.zeros_like(param) if grad is None else grad
 
         start = width
@@ -163,12 +164,9 @@ def multitask_backward(
     task_params: Sequence[Iterable[Tensor]] | None,
     aggregate: Callable[[Tensor], Tensor],
     *,
-    representation: Tensor | None = None,
     mode: JacobianMode = "auto",
-    task_names: Sequence[str] | None = None,
+    **options: Any,
 ) -> BackwardResult:
-    """One-off :class:`MultiTaskBackward` (see there). Keep an instance to reuse its backend choice."""
-    return MultiTaskBackward(mode)(
-        losses, shared_params, task_params, aggregate,
-        representation=representation, task_names=task_names,
-    )
+    """One-off :class:`MultiTaskBackward` (see there for ``representation``, ``task_names``, ``context``,
+    ``downstream_shared``). Keep an instance to reuse its backend choice."""
+    return MultiTaskBackward(mode)(losses, shared_params, task_params, aggregate, **options)
