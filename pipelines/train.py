@@ -25,9 +25,9 @@ import yaml
 from deconflict.cli import entrypoint
 from deconflict.config import load_root_params, load_yaml, resolve_device, resolve_profile
 from deconflict.errors import ConfigError
-from deconflict.experiments.dense import DenseRun, DenseSettings, build_model, model_size, summarise_run, train_seed
+from deconflict.experiments.dense import DenseRun, DenseSettings, model_size, summarise_run, train_seed
 from deconflict.experiments.runs import code_version, prune_runs, run_key
-from deconflict.io import atomic_path, write_json
+from deconflict.io import write_csv, write_json
 
 PIPELINES = Path(__file__).resolve().parent
 
@@ -115,10 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                                  report=lambda line, seed=seed: print(f"{run.name} seed {seed}: {line}", flush=True)))
     metrics = pd.concat(frames, ignore_index=True)
     summary = summarise_run(metrics, settings.last_k)
-    with atomic_path(out / "metrics.csv") as tmp:
-        metrics.to_csv(tmp, index=False, float_format="%.10g")
-    with atomic_path(out / "curves.csv") as tmp:
-        curves(metrics).to_csv(tmp, index=False, float_format="%.10g")
+    write_csv(out / "metrics.csv", metrics)
+    write_csv(out / "curves.csv", curves(metrics))
     write_json(out / "summary.json", {
         "name": run.name,
         "run": run.to_dict(),
@@ -127,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         "epochs": settings.epochs,
         "last_k": settings.last_k,
         "width": settings.width,
-        "size": model_size(build_model(run, settings.width)),
+        "size": model_size(run, settings.width),
         "code_version": code_version(),
-        "last_k_mean": [{k: v for k, v in row.items()} for row in summary.to_dict(orient="records")],
+        "last_k_mean": summary.to_dict(orient="records"),
     })
     test = summary[summary["reduction"] == "global"].set_index(["task", "metric"])["mean"]
     print(f"{run.name}: mean of the last {settings.last_k} epochs (test, global): "

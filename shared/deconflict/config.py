@@ -23,6 +23,7 @@ A paper's ``params.yaml`` has one section per stage. Inside a section, the keys 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "load_yaml",
     "load_root_params",
     "validate_profile",
+    "reject_unknown",
     "resolve_profile",
     "resolve_device",
 ]
@@ -84,6 +86,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"parameter file {path} must hold a mapping, found {type(data).__name__}.")
     return data
+
+
+def reject_unknown(section: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """Raise a :class:`ConfigError` naming the keys of ``section`` that are not ``known`` (``what``: e.g. "run setting")."""
+    known = list(known)
+    unknown = set(section) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {sorted(unknown)}; the settings are {', '.join(known)}.")
 
 
 def validate_profile(profile: Any) -> str:

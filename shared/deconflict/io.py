@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text", "write_json", "read_json"]
+__all__ = ["atomic_path", "write_text", "write_json", "write_csv", "read_json"]
 
 
 @contextlib.contextmanager
@@ -61,6 +61,13 @@ def write_json(destination: str | os.PathLike[str], data: Any) -> Path:
     """
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     return write_text(destination, text)
+
+
+def write_csv(destination: str | os.PathLike[str], frame: Any, float_format: str = "%.10g") -> Path:
+    """Write a pandas DataFrame as CSV (no index) atomically; floats with 10 significant digits."""
+    with atomic_path(destination) as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format)
+    return Path(destination)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

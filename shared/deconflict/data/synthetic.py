@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from deconflict.data.dense import CityScapes, NYUv2
 from deconflict.io import atomic_path
 
 __all__ = ["write_synthetic", "synthetic_item", "class_palette", "LAYOUTS"]
 
 #: per dataset: folders and the number of classes
-LAYOUTS = {
-    "nyuv2": {"folders": {"image": "image", "segmentation": "label", "depth": "depth", "normal": "normal"}, "classes": 13},
-    "cityscapes": {"folders": {"image": "image", "segmentation": "label_7", "depth": "depth"}, "classes": 7},
-}
+LAYOUTS = {cls.name: {"folders": cls.folders, "classes": cls.num_classes} for cls in (NYUv2, CityScapes)}
 
 
 def class_palette(rng: np.random.Generator, classes: int) -> np.ndarray:

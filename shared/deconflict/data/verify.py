@@ -18,10 +18,9 @@ import hashlib
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from deconflict.data.dense import MTANDataset
 from deconflict.errors import DatasetError
+from deconflict.numerics import all_finite
 
 __all__ = ["verify_dataset", "file_hashes", "main"]
 
@@ -54,7 +53,7 @@ def verify_dataset(cls: type[MTANDataset], root: str | Path, *, public: bool = T
             if bad.numel():
                 problems.append(f"{split}/{index}: labels {sorted(set(bad.tolist()))[:5]} outside -1, 0…{cls.num_classes - 1}.")
             for name, tensor in [("image", image), *targets.items()]:
-                if tensor.is_floating_point() and not bool(np.isfinite(tensor.numpy()).all()):
+                if tensor.is_floating_point() and not all_finite(tensor):
                     problems.append(f"{split}/{index}: {name} has NaN or Inf.")
     return problems
 

@@ -12,8 +12,6 @@ epochs", mean ± std over seeds.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,15 +24,16 @@ from torch.utils.data import DataLoader
 
 from deconflict import optim
 from deconflict.data import DATASETS
+from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
-from deconflict.io import atomic_path
+from deconflict.io import read_json, write_csv, write_json
 from deconflict.metrics import REDUCTIONS, DepthMetric, Metric, NormalMetric, SegmentationMetric
 from deconflict.models import DENSE_MODELS, DenseLoss, MultiTaskModel
 from deconflict.train import Callback, StepOutput, TrainConfig, Trainer, seed_everything
 
 __all__ = [
-    "DenseRun", "DenseSettings", "DenseEvaluator", "DATASET_TASKS", "METRICS", "build_model", "dataset_tasks",
-    "model_size", "train_seed", "summarise_run", "load_run", "format_value",
+    "DenseRun", "DenseSettings", "DenseEvaluator", "METRICS", "PRIMARY_METRIC", "HIGHER_IS_BETTER", "build_model",
+    "dataset_tasks", "fp32_mib", "model_size", "train_seed", "summarise_run", "load_run",
 ]
 
 #: the metrics each task reports, in the papers' column order, with "higher is better"
@@ -43,6 +42,9 @@ METRICS: dict[str, list[tuple[str, bool]]] = {
     "depth": [("abs_err", False), ("rel_err", False), ("rmse", False)],
     "normal": [("mean", False), ("median", False), ("within_11.25", True), ("within_22.5", True), ("within_30", True)],
 }
+#: each task's headline metric (the first of its columns), e.g. segmentation → miou
+PRIMARY_METRIC = {task: metrics[0][0] for task, metrics in METRICS.items()}
+HIGHER_IS_BETTER = {metric: higher for metrics in METRICS.values() for metric, higher in metrics}
 MODELS_WITH_OPTIONS = {"cross_stitch": ("stitch",)}
 DEFAULT_LR = 1e-4
 
@@ -52,11 +54,8 @@ def dataset_tasks(dataset: str) -> dict[str, int]:
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dense dataset {dataset!r}; the datasets are {', '.join(DATASETS)}.")
     cls = DATASETS[dataset]
-    channels = {"segmentation": cls.num_classes, "depth": 1, "normal": 3}
+    channels = {"segmentation": cls.num_classes, **cls.channels}
     return {task: channels[task] for task in cls.folders if task != "image"}
-
-
-DATASET_TASKS = {name: dataset_tasks(name) for name in DATASETS}
 
 
 def _format_number(value: Any) -> str:
@@ -110,10 +109,7 @@ class DenseRun:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> DenseRun:
         spec = dict(spec)
-        unknown = set(spec) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise ConfigError(f"unknown run setting(s) {sorted(unknown)}; the settings are "
-                              f"{', '.join(cls.__dataclass_fields__)}.")
+        reject_unknown(spec, cls.__dataclass_fields__, "run setting")
         for key in ("hparams", "model_options"):
             spec[key] = tuple(sorted(dict(spec.get(key) or {}).items()))
         if "lr" in spec:
@@ -169,10 +165,7 @@ class DenseSettings:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> DenseSettings:
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown dense setting(s) {sorted(unknown)}; the settings are "
-                              f"{', '.join(cls.__dataclass_fields__)}.")
+        reject_unknown(section, cls.__dataclass_fields__, "dense setting")
         settings = cls(**section)
         for name in ("epochs", "lr_milestone", "last_k"):
             value = getattr(settings, name)
@@ -200,11 +193,19 @@ def build_model(run: DenseRun, width: float) -> MultiTaskModel:
     return cls(run.tasks, width=width, **dict(run.model_options))
 
 
-def model_size(model: MultiTaskModel) -> dict[str, float]:
-    """Parameter counts, and the size in MiB of fp32 parameters (Recon's "#P (MB)")."""
+def fp32_mib(parameters: int) -> float:
+    """The size in MiB of ``parameters`` fp32 numbers (Recon's "#P (MB)")."""
+    return parameters * 4 / 2**20
+
+
+def model_size(run: DenseRun, width: float) -> dict[str, float]:
+    """Parameter counts of the run's model at ``width`` and their fp32 size in MiB (built on the meta
+    device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = build_model(run, width)
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": total, "shared": sum(p.numel() for p in model.shared_parameters()),
-            "mib": total * 4 / 2**20}
+            "mib": fp32_mib(total)}
 
 
 def _metric(task: str, classes: int, reduction: str) -> Metric:
@@ -293,14 +294,13 @@ class DenseEvaluator(Callback):
         if self.report is not None:
             self.report(self._epoch_line(trainer, epoch))
         if self.metrics_path is not None:
-            with atomic_path(self.metrics_path) as tmp:
-                pd.DataFrame(self.rows).to_csv(tmp, index=False, float_format="%.10g")
+            write_csv(self.metrics_path, pd.DataFrame(self.rows))
 
     def _epoch_line(self, trainer: Trainer, epoch: int) -> str:
         done, total = epoch + 1, trainer.config.epochs
         elapsed = time.perf_counter() - (self._started or time.perf_counter())
         per_epoch = elapsed / max(done - self._first_epoch, 1)
-        first = {task: METRICS[task][0][0] for task in self.tasks}
+        first = {task: PRIMARY_METRIC[task] for task in self.tasks}
         values = {(r["task"], r["metric"]): r["value"] for r in self.rows
                   if r["epoch"] == done and r["split"] == "test" and r["reduction"] == "global"}
         shown = ", ".join(f"{task} {metric} {values[(task, metric)]:.4g}" for task, metric in first.items())
@@ -372,8 +372,7 @@ def train_seed(run: DenseRun, settings: DenseSettings, seed: int, *, data_base: 
     frame = pd.DataFrame(evaluator.rows)
     frame.insert(0, "seed", seed)
     if work_dir is not None:
-        with atomic_path(work_dir / "timing.json") as tmp:
-            Path(tmp).write_text(json.dumps({"seconds": time.perf_counter() - started, "device": str(device)}))
+        write_json(work_dir / "timing.json", {"seconds": time.perf_counter() - started, "device": str(device)})
     return frame
 
 
@@ -403,9 +402,5 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
             f"run {run_dir.name!r} has no results in {run_dir} (summary.json, metrics.csv): run `dvc repro` "
             "(or `python pipelines/plan_runs.py --write` first if a paper's params added a run)."
         )
-    return json.loads(summary_path.read_text()), pd.read_csv(metrics_path)
-
-
-def format_value(value: float, decimals: int) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
+    return read_json(summary_path), pd.read_csv(metrics_path)
 

@@ -24,6 +24,7 @@ beside the paper's numbers, with Δm in the paper's convention and #P computed f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,15 @@ import torch
 
 from deconflict.config import load_yaml
 from deconflict.errors import ConfigError
-from deconflict.experiments.dense import DenseRun, build_model, dataset_tasks, load_run, summarise_run
+from deconflict.experiments.dense import (
+    HIGHER_IS_BETTER, DenseRun, build_model, dataset_tasks, fp32_mib, load_run, summarise_run,
+)
 from deconflict.metrics import delta_m
 
-__all__ = ["COLUMNS", "TableSpec", "RowSpec", "load_tables", "plan_runs", "reproduce_table", "parameter_count"]
+__all__ = [
+    "COLUMNS", "TableSpec", "RowSpec", "load_tables", "load_reference", "column_label", "plan_runs",
+    "reproduce_table", "format_table", "parameter_count",
+]
 
 #: the papers' column labels → (task, metric, factor from our units to the printed ones)
 COLUMNS: dict[str, tuple[str, str, float]] = {
@@ -52,8 +58,6 @@ COLUMNS: dict[str, tuple[str, str, float]] = {
     "22.5": ("normal", "within_22.5", 100.0),
     "30": ("normal", "within_30", 100.0),
 }
-HIGHER_IS_BETTER = {"miou": True, "pixel_acc": True, "abs_err": False, "rel_err": False, "mean": False,
-                    "median": False, "within_11.25": True, "within_22.5": True, "within_30": True}
 SIZES = ("relative", "mib", "none")
 
 
@@ -167,6 +171,7 @@ def plan_runs(params_paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     return dict(sorted(plan.items()))
 
 
+@functools.lru_cache(maxsize=None)
 def parameter_count(run: DenseRun) -> int:
     """Parameters of the run's model at the papers' full width (built on the meta device: no memory)."""
     with torch.device("meta"):
@@ -179,12 +184,13 @@ def _size(table: TableSpec, row: RowSpec) -> float | None:
         return None
     count = sum(parameter_count(run) for run in row.runs)
     if table.size == "mib":
-        return count * 4 / 2**20
+        return fp32_mib(count)
     reference = DenseRun(dataset="nyuv2", model="single", task="segmentation")
     return count / parameter_count(reference)
 
 
-def _reference(table: TableSpec) -> pd.DataFrame:
+def load_reference(table: TableSpec) -> pd.DataFrame:
+    """The paper's printed numbers of ``table`` (tidy CSV: row, column, value as printed, decimals)."""
     if not table.reference.is_file():
         raise ConfigError(f"{table.paper} {table.table_id}: reference file {table.reference} is missing.")
     frame = pd.read_csv(table.reference, dtype={"value": str})
@@ -192,6 +198,11 @@ def _reference(table: TableSpec) -> pd.DataFrame:
         if column not in frame:
             raise ConfigError(f"{table.reference} lacks the column {column!r}.")
     return frame
+
+
+def column_label(reference: pd.DataFrame, prefix: str) -> str | None:
+    """The reference's column label starting with ``prefix`` (e.g. "Δm" → "Δm% ↓"), or None."""
+    return next((c for c in dict.fromkeys(reference["column"]) if str(c).startswith(prefix)), None)
 
 
 def _metric_columns(reference: pd.DataFrame) -> list[str]:
@@ -237,7 +248,8 @@ def _delta(table: TableSpec, columns: list[str], values: Mapping[str, float], ba
     return -value if table.delta_printed == "improvement" else value
 
 
-def reproduce_table(table: TableSpec, runs_dir: str | Path, profile: str) -> pd.DataFrame:
+def reproduce_table(table: TableSpec, runs_dir: str | Path, profile: str,
+                    reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """The table, two lines per row — the paper's numbers and ours — as a tidy frame.
 
     Columns: ``row``, ``source`` (``paper`` | ``reproduced``), ``status``, one column per metric of
@@ -245,10 +257,9 @@ def reproduce_table(table: TableSpec, runs_dir: str | Path, profile: str) -> pd.
     Values are floats (NaN where there is nothing); :func:`format_table` prints them.
     """
     runs_dir = Path(runs_dir)
-    reference = _reference(table)
+    reference = load_reference(table) if reference is None else reference
     columns = _metric_columns(reference)
-    delta_label = next((c for c in dict.fromkeys(reference["column"]) if str(c).startswith("Δm")), None)
-    size_label = next((c for c in dict.fromkeys(reference["column"]) if str(c).startswith("#P")), None)
+    delta_label, size_label = column_label(reference, "Δm"), column_label(reference, "#P")
     reproduced = {row.label: _reproduced_values(table, row, runs_dir, columns, profile)
                   for row in table.rows if row.runs}
     if table.baseline not in reproduced:
@@ -282,7 +293,7 @@ def reproduce_table(table: TableSpec, runs_dir: str | Path, profile: str) -> pd.
 
 def format_table(table: TableSpec, frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Printable strings: reproduced values with the paper's decimals, '–' where nothing, std hidden."""
-    reference = _reference(table) if reference is None else reference
+    reference = load_reference(table) if reference is None else reference
     decimals = {c: int(d) for c, d in reference.groupby("column")["decimals"].max().fillna(2).items()}
     shown = frame[[c for c in frame.columns if not c.endswith(" std")]].copy()
     for column in shown.columns:
@@ -290,15 +301,19 @@ def format_table(table: TableSpec, frame: pd.DataFrame, reference: pd.DataFrame 
             continue
         places = decimals.get(column, 2)
         if column == "seeds":
-            shown[column] = [("" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(int(v))) for v in shown[column]]
+            shown[column] = ["" if _missing(v) else str(int(v)) for v in shown[column]]
             continue
         out = []
         for source, value in zip(shown["source"], shown[column]):
             if source == "paper":
-                out.append("" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value))
-            elif value is None or (isinstance(value, float) and math.isnan(value)):
+                out.append("" if _missing(value) else str(value))
+            elif _missing(value):
                 out.append("–")
             else:
                 out.append(f"{float(value):.{max(places, 2)}f}")
         shown[column] = out
     return shown
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

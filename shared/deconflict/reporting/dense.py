@@ -7,8 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from deconflict.errors import ConfigError
-from deconflict.experiments.dense import METRICS, load_run
-from deconflict.experiments.dense_tables import COLUMNS, TableSpec, format_table, load_tables, reproduce_table
+from deconflict.experiments.dense import METRICS, PRIMARY_METRIC, load_run
+from deconflict.experiments.dense_tables import (
+    COLUMNS, TableSpec, column_label, format_table, load_reference, load_tables, reproduce_table,
+)
 
 __all__ = ["load_table", "row_overview", "dense_table", "curves_figure"]
 
@@ -23,8 +25,8 @@ def load_table(params_file: str | Path, table_id: str) -> TableSpec:
 
 def row_overview(table: TableSpec) -> pd.DataFrame:
     """Each row: what it is here (reproduced / later / not run), its runs, and the paper's Δm."""
-    reference = pd.read_csv(table.reference, dtype={"value": str})
-    delta = next((c for c in dict.fromkeys(reference["column"]) if str(c).startswith("Δm")), None)
+    reference = load_reference(table)
+    delta = column_label(reference, "Δm")
     records = []
     for row in table.rows:
         printed = reference[(reference["row"] == row.label) & (reference["column"] == delta)]["value"]
@@ -40,8 +42,9 @@ def row_overview(table: TableSpec) -> pd.DataFrame:
 
 def dense_table(table: TableSpec, runs_dir: str | Path, profile: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(values as floats, printable strings) of the table: paper and reproduction, row by row."""
-    values = reproduce_table(table, runs_dir, profile)
-    return values, format_table(table, values)
+    reference = load_reference(table)
+    values = reproduce_table(table, runs_dir, profile, reference)
+    return values, format_table(table, values, reference)
 
 
 def curves_figure(table: TableSpec, runs_dir: str | Path, profile_label: str):
@@ -56,9 +59,8 @@ def curves_figure(table: TableSpec, runs_dir: str | Path, profile_label: str):
             _, metrics = load_run(runs_dir / run.name)
             frames.append(metrics.assign(row=row.label))
     data = pd.concat(frames, ignore_index=True)
-    first = {task: metrics[0][0] for task, metrics in METRICS.items()}
     data = data[(data["split"] == "test") & (data["reduction"] == "global")
-                & (data["metric"] == data["task"].map(first))]
+                & (data["metric"] == data["task"].map(PRIMARY_METRIC))]
     tasks = [t for t in METRICS if t in set(data["task"])]
     labels = {metric: column for column, (_, metric, _) in COLUMNS.items()}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
@@ -67,7 +69,7 @@ def curves_figure(table: TableSpec, runs_dir: str | Path, profile_label: str):
     for ax, task in zip(axes[0], tasks):
         sns.lineplot(data=data[data["task"] == task], x="epoch", y="value", hue="row", hue_order=rows,
                      palette=palette, estimator="mean", errorbar=None, ax=ax, legend=ax is axes[0][-1])
-        metric = first[task]
+        metric = PRIMARY_METRIC[task]
         ax.set(title=task, xlabel="epoch", ylabel=f"test {labels.get(metric, metric)} ({metric})")
     if axes[0][-1].get_legend() is not None:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, title=None)

@@ -141,11 +141,13 @@ class Trainer:
         self.optimizer = optimizer
         self.methods = optim.resolve(method, weighting=weighting, aggregator=aggregator, regularizer=regularizer)
         level = (config or TrainConfig()).level
+        # methods that give each task its own view of the representation (RotoGrad)
+        self._viewers = [b for b in self.methods.all if type(b).task_views is not optim.Method.task_views]
         for built in self.methods.all:
             if level not in built.levels:
                 raise ConfigError(f"{built.name} runs at {' or '.join(built.levels)} level only: set level="
                                   f"{built.levels[0]!r} in the training configuration.")
-            if type(built).task_views is not optim.Method.task_views and not model.supports_task_views:
+            if built in self._viewers and not model.supports_task_views:
                 raise ConfigError(
                     f"{built.name} gives each task its own view of the shared representation, which "
                     f"{type(model).__name__} does not support (its representation has no single channel "
@@ -245,7 +247,7 @@ class Trainer:
         )
 
     def _decode(self, representation: Tensor) -> dict[str, Tensor]:
-        for built in self.methods.all:
+        for built in self._viewers:
             views = built.task_views(representation, self.model.num_tasks)
             if views is not None:
                 return self.model.decode_tasks(views)
