@@ -39,6 +39,9 @@ def test_run_names_are_keys_of_what_defines_a_run():
     assert single.name == "nyuv2-single-depth" and single.tasks == {"depth": 1}
     feature = DenseRun.from_dict({"dataset": "cityscapes", "model": "split", "method": "rotograd", "level": "feature"})
     assert feature.name == "cityscapes-split-rotograd-feature"
+    lineage = DenseRun.from_dict({"dataset": "nyuv2", "model": "mtan", "method": "nash_mtl", "shared": "all_but_heads",
+                                  "head_gradients": "weighted"})
+    assert lineage.name == "nyuv2-mtan-nashmtl-allbutheads-headsweighted"
 
 
 @pytest.mark.parametrize("spec, error, message", [
@@ -51,6 +54,9 @@ def test_run_names_are_keys_of_what_defines_a_run():
     ({"dataset": "nyuv2", "model": "mtan", "lr": 2.0}, ConfigError, "lr"),
     ({"dataset": "nyuv2", "model": "split", "model_options": {"stitch": "matrix"}}, ConfigError, "no option"),
     ({"dataset": "nyuv2", "model": "split", "epochs": 3}, ConfigError, "unknown run setting"),
+    ({"dataset": "nyuv2", "model": "mtan", "shared": "all"}, ConfigError, "shared must be one of model, all_but_heads"),
+    ({"dataset": "nyuv2", "model": "mtan", "method": "graddrop", "head_gradients": "weighted"}, ConfigError,
+     "needs an aggregator that weights"),
 ])
 def test_bad_run_definitions_are_named(spec, error, message):
     with pytest.raises(error, match=message):

@@ -150,3 +150,90 @@ def test_bad_configuration_is_rejected():
 def test_weighting_and_aggregator_compose():
     result = make_trainer(weighting=optim.get("equal", reduction="mean"), aggregator="pcgrad").fit(synthetic_batches())
     assert sum(result.history[-1]) < sum(result.history[0])
+
+
+def test_logged_gradnorm_weights_are_the_ones_used(tmp_path):
+    """GradNorm's weights change in place at optimizer.step(): the log must show the step's own weights."""
+    trainer = make_trainer(tmp_path, weighting="gradnorm", epochs=1)
+    used = []
+    trainer.callbacks.append(type("Record", (Callback,), {"on_step_end": lambda self, t, out: used.append(out.weights)})())
+    trainer.fit(synthetic_batches())
+    assert used[0].tolist() == [1.0, 1.0, 1.0]  # the first step trains with the initial weights
+    assert not torch.equal(used[0], used[1])
+    logged = tmp_path / "dvclive" / "plots" / "metrics" / "train" / "weight"
+    for task in range(3):
+        rows = (logged / f"t{task}.tsv").read_text().splitlines()
+        header = rows[0].split("\t")
+        values = [float(row.split("\t")[header.index(f"t{task}")]) for row in rows[1:]]
+        assert values == pytest.approx([float(w[task]) for w in used], rel=0, abs=1e-7)
+
+
+class GatedHeads(MLPMultiTask):
+    """MLP with a task-specific gate before each head: task parameters = gate + head, heads = head only."""
+
+    def __init__(self, n_tasks: int = 3) -> None:
+        super().__init__(n_tasks)
+        self.gates = torch.nn.ModuleList(torch.nn.Linear(6, 6) for _ in range(n_tasks))
+
+    def decode(self, representation):
+        return {name: head(torch.sigmoid(gate(representation)) * representation).squeeze(-1)
+                for name, gate, head in zip(self.task_names, self.gates, self.heads)}
+
+    def task_parameters(self):
+        return [[*gate.parameters(), *head.parameters()] for gate, head in zip(self.gates, self.heads)]
+
+    def head_parameters(self):
+        return [list(head.parameters()) for head in self.heads]
+
+
+def lineage_step(shared="model", head_gradients="own", method="nash_mtl"):
+    seed_everything(0)
+    model = GatedHeads()
+    trainer = Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.0), method,
+                      config=TrainConfig(epochs=1, progress=False, shared=shared, head_gradients=head_gradients))
+    output = trainer.train_step(synthetic_batches(1)[0])
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return trainer, output, grads
+
+
+def test_all_but_heads_puts_every_tasks_gates_into_the_jacobian():
+    trainer, output, grads = lineage_step(shared="all_but_heads")
+    model = trainer.model
+    shared, own = trainer.parameter_split()
+    assert len(shared) == len(list(model.parameters())) - 6 and own == model.head_parameters()
+    jac = output.backward.jacobian
+    assert jac.shape[1] == sum(p.numel() for p in shared)
+    # task 0's row is zero on the other tasks' gates, and the Gramian's diagonal grows by its own gate's part
+    names = [n for n, p in model.named_parameters() if any(p is q for q in shared)]
+    start = 0
+    for name, param in zip(names, shared):
+        block = jac[:, start:start + param.numel()]
+        if name.startswith("gates.1") or name.startswith("gates.2"):
+            assert torch.equal(block[0], torch.zeros_like(block[0]))
+        start += param.numel()
+    _, model_output, _ = lineage_step(shared="model")
+    assert torch.all(torch.diagonal(jac @ jac.T) > torch.diagonal(model_output.backward.jacobian @ model_output.backward.jacobian.T))
+    # the gates now get the aggregate (Σ α_t g_t restricted to them), not their task's own gradient
+    alpha = trainer.aggregator.last_weights
+    torch.testing.assert_close(grads["gates.1.weight"].flatten(), alpha[1] * jac[1, sum(p.numel() for p in shared[:names.index("gates.1.weight")]):][:36])
+
+
+def test_weighted_head_gradients_are_alpha_times_own():
+    trainer, output, weighted = lineage_step(shared="all_but_heads", head_gradients="weighted")
+    _, _, own = lineage_step(shared="all_but_heads", head_gradients="own")
+    alpha = trainer.aggregator.loss_weights
+    for task in range(3):
+        for suffix in ("weight", "bias"):
+            torch.testing.assert_close(weighted[f"heads.{task}.{suffix}"], alpha[task] * own[f"heads.{task}.{suffix}"])
+    assert not torch.allclose(alpha, torch.ones(3))
+
+
+def test_lineage_options_are_validated():
+    with pytest.raises(ConfigError, match="shared must be one of model, all_but_heads"):
+        TrainConfig(shared="everything")
+    with pytest.raises(ConfigError, match="needs level='parameter'"):
+        TrainConfig(shared="all_but_heads", level="feature")
+    with pytest.raises(ConfigError, match="needs an aggregator that weights the task gradients.*got graddrop"):
+        lineage_step(head_gradients="weighted", method="graddrop")
+    with pytest.raises(ConfigError, match="got no aggregator"):
+        lineage_step(head_gradients="weighted", method="equal")

@@ -47,8 +47,10 @@ def test_no_solution_raises_or_warns_loudly():
     opposite = torch.tensor([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0]], dtype=torch.float64)
     with pytest.raises(SolverError, match=r"nash_mtl at step 1: .*no positive solution"):
         optim.get("nash_mtl", on_failure="raise")(opposite)
-    with pytest.raises(SolverError, match="nash_mtl at step 1"):  # warn, but there is no previous α to reuse
-        optim.get("nash_mtl")(opposite)
+    # warn at the first step: the official code's initial weights α = 1 (there is no previous α)
+    with pytest.warns(SolverWarning, match=r"nash_mtl at step 1: .* initial weights α = 1"):
+        first = optim.get("nash_mtl")(opposite)
+    torch.testing.assert_close(first, opposite.sum(0))
     nash = optim.get("nash_mtl")
     nash(random_jacobian(2, 3, seed=0))
     previous = nash.last_weights.clone()
@@ -56,6 +58,30 @@ def test_no_solution_raises_or_warns_loudly():
         nash(opposite)
     assert nash.failures == 1
     torch.testing.assert_close(nash.last_weights, previous)
+
+
+@pytest.mark.parametrize("solver", ["newton", "ccp"])
+def test_a_failed_first_step_keeps_the_initial_weights_or_raises(solver):
+    """The official code starts from α = 1 and keeps it when its first sub-problem fails."""
+    opposite = torch.tensor([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0]], dtype=torch.float64)
+    nash = optim.get("nash_mtl", solver=solver)
+    with pytest.warns(SolverWarning, match="nash_mtl at step 1"):
+        nash(opposite)
+    assert nash.failures == 1 and nash.alpha.tolist() == [1.0, 1.0]
+    later = random_jacobian(2, 3, seed=0)  # the next solvable step solves afresh
+    torch.testing.assert_close(nash(later), optim.get("nash_mtl", solver=solver)(later), rtol=2e-2, atol=1e-3)
+    with pytest.raises(SolverError, match="nash_mtl at step 1"):
+        optim.get("nash_mtl", solver=solver, on_failure="raise")(opposite)
+
+
+def test_loss_weights_are_alpha_before_clipping():
+    jac = 10 * random_jacobian(3, 6, seed=3)
+    clipped = optim.get("nash_mtl", max_norm=1.0)
+    clipped(jac)
+    unclipped = optim.get("nash_mtl")
+    unclipped(jac)
+    torch.testing.assert_close(clipped.loss_weights, unclipped.last_weights)
+    assert clipped.last_weights.sum() < clipped.loss_weights.sum()
 
 
 def test_zero_gradient_task_is_named():

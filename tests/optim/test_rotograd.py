@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from deconflict import optim
-from deconflict.errors import ConfigError
+from deconflict.errors import ConfigError, ShapeError
 from deconflict.optim import StepContext
 from deconflict.optim.rotograd import rotate
-from deconflict.train import TrainConfig, Trainer
+from deconflict.train import Callback, TrainConfig, Trainer, seed_everything
 from tests.architectures import MLPMultiTask, regression_losses
 
 
 def context_for(representation):
-    return StepContext(losses=torch.ones(3), level="feature", representation=representation)
+    return StepContext(losses=torch.ones(3), level="feature", representation=representation, learning_rate=1e-3)
 
 
 def test_rotations_are_orthogonal_and_start_random_or_at_identity():
@@ -90,3 +90,24 @@ def test_rotograd_runs_at_feature_level_only():
     with pytest.raises(ConfigError, match="rotograd runs at feature level only"):
         Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.1), "rotograd",
                 config=TrainConfig(level="parameter"))
+
+
+def test_rotation_learning_rate_follows_the_networks_schedule():
+    """Recon App. B.2: the rotations learn at a tenth of the network's learning rate, decayed with it."""
+    seed_everything(0)
+    model = MLPMultiTask(3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    method = optim.get("rotograd", lr_factor=0.1)
+    trainer = Trainer(model, regression_losses, optimizer, method, scheduler=scheduler,
+                      config=TrainConfig(epochs=2, level="feature", progress=False))
+    seen = []
+    trainer.callbacks.append(type("Record", (Callback,), {
+        "on_step_end": lambda self, t, out: seen.append(method._optimizer.param_groups[0]["lr"])})())
+    inputs = torch.randn(8, 5)
+    trainer.fit([(inputs, torch.tanh(inputs[:, :3]))] * 2)
+    assert seen == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+    fixed = optim.get("rotograd", lr=0.05)
+    assert fixed.rotation_lr(None) == 0.05
+    with pytest.raises(ShapeError, match="needs learning rate from the training engine"):
+        optim.get("rotograd").rotation_lr(StepContext(losses=torch.ones(2)))

@@ -29,7 +29,7 @@ from deconflict.errors import ConfigError
 from deconflict.io import read_json, write_csv, write_json
 from deconflict.metrics import REDUCTIONS, DepthMetric, Metric, NormalMetric, SegmentationMetric
 from deconflict.models import DENSE_MODELS, DenseLoss, MultiTaskModel
-from deconflict.train import Callback, StepOutput, TrainConfig, Trainer, seed_everything
+from deconflict.train import Callback, StepOutput, TrainConfig, Trainer, check_weights_task_gradients, seed_everything
 
 __all__ = [
     "DenseRun", "DenseSettings", "DenseEvaluator", "METRICS", "PRIMARY_METRIC", "HIGHER_IS_BETTER", "build_model",
@@ -77,6 +77,11 @@ class DenseRun:
         level: ``parameter`` or ``feature`` (where the method takes per-task gradients).
         lr: Adam's initial learning rate at full scale (the papers': 1e-4; Recon's CityScapes 5e-5).
         model_options: e.g. ``{"stitch": "mtan_code"}`` for Cross-Stitch.
+        shared: ``model`` (the model's split: CAGrad / Recon / DR-MGF code) or ``all_but_heads``
+            (the Nash-MTL / FAMO code: every parameter but the output heads is shared) — see
+            :class:`~deconflict.train.TrainConfig`.
+        head_gradients: ``own`` or ``weighted`` (heads scaled by the aggregator's weights, as the
+            Nash-MTL / FAMO code's Σ α_t L_t does).
     """
 
     dataset: str
@@ -87,6 +92,8 @@ class DenseRun:
     level: str = "parameter"
     lr: float = DEFAULT_LR
     model_options: tuple[tuple[str, Any], ...] = ()
+    shared: str = "model"
+    head_gradients: str = "own"
 
     def __post_init__(self) -> None:
         tasks = dataset_tasks(self.dataset)
@@ -104,7 +111,10 @@ class DenseRun:
         unknown = [key for key, _ in self.model_options if key not in allowed]
         if unknown:
             raise ConfigError(f"model {self.model!r} has no option(s) {unknown}; its options: {list(allowed) or 'none'}.")
-        optim.get(self.method, **dict(self.hparams))  # an unknown method or a bad hyperparameter fails here
+        method = optim.get(self.method, **dict(self.hparams))  # an unknown method or a bad hyperparameter fails here
+        TrainConfig(level=self.level, shared=self.shared, head_gradients=self.head_gradients)  # valid values
+        if self.head_gradients == "weighted":
+            check_weights_task_gradients(method)
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> DenseRun:
@@ -139,6 +149,10 @@ class DenseRun:
         parts += [f"{key}{_format_number(value)}" for key, value in self.hparams]
         if self.level != "parameter":
             parts.append(self.level)
+        if self.shared != "model":
+            parts.append(self.shared.replace("_", ""))
+        if self.head_gradients != "own":
+            parts.append(f"heads{self.head_gradients}")
         if self.lr != DEFAULT_LR:
             parts.append(f"lr{_format_number(self.lr)}")
         return "-".join(parts)
@@ -362,7 +376,8 @@ def train_seed(run: DenseRun, settings: DenseSettings, seed: int, *, data_base: 
     trainer = Trainer(
         model, DenseLoss(run.tasks), optimizer, optim.get(run.method, **dict(run.hparams)),
         scheduler=scheduler,
-        config=TrainConfig(epochs=settings.epochs, level=run.level, jacobian_mode=settings.jacobian_mode,
+        config=TrainConfig(epochs=settings.epochs, level=run.level, shared=run.shared, head_gradients=run.head_gradients,
+                           jacobian_mode=settings.jacobian_mode,
                            checkpoint_every=settings.checkpoint_every, progress=progress, log_every=10),
         run_dir=work_dir, callbacks=[evaluator, *callbacks],
         fingerprint={"run": run.to_dict(), "settings": asdict(settings), "seed": seed},

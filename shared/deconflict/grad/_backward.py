@@ -85,7 +85,9 @@ class MultiTaskBackward:
     the robust-MTL paper run.
 
     In both cases the task-specific parameters of task t receive task t's own gradient
-    (row t of the Jacobian taken in the same backward passes), never the aggregate. At feature
+    (row t of the Jacobian taken in the same backward passes), never the aggregate — times
+    ``task_weights()[t]`` if ``task_weights`` is given (a callable asked after the aggregation, e.g.
+    for the weights of a code lineage that back-propagates Σ_t α_t L_t). At feature
     level, ``downstream_shared`` parameters (shared by the tasks but applied after the
     representation, e.g. SegNet-MTAN's shared attention blocks) receive the sum of the task
     gradients, as in joint training; at parameter level they are ordinary shared parameters.
@@ -105,6 +107,7 @@ class MultiTaskBackward:
         task_names: Sequence[str] | None = None,
         context: object = None,
         downstream_shared: Iterable[Tensor] = (),
+        task_weights: Callable[[], Tensor] | None = None,
     ) -> BackwardResult:
         """``aggregate`` is called as ``aggregate(J)``, or ``aggregate(J, context)`` when a context is given.
 
@@ -148,10 +151,17 @@ class MultiTaskBackward:
             for param, grad in zip(upstream, grads):
                 param.grad = torch.zeros_like(param) if grad is None else grad
 
+        scales = None
+        if task_weights is not None and per_task:
+            scales = task_weights()
+            if scales is None or tuple(scales.shape) != (n_tasks,):
+                raise ShapeError(f"task_weights() gave {None if scales is None else tuple(scales.shape)}, "
+                                 f"expected one weight per task ({n_tasks},).")
         start = width
         for task, (group, size) in enumerate(zip(per_task, sizes)):
             if group:
-                write_grad(group, full[task, start:start + size])
+                own_grad = full[task, start:start + size]
+                write_grad(group, own_grad if scales is None else own_grad * scales[task].to(own_grad.dtype))
             start += size
         if downstream:
             write_grad(downstream, full[:, start:].sum(0))
@@ -168,5 +178,5 @@ def multitask_backward(
     **options: Any,
 ) -> BackwardResult:
     """One-off :class:`MultiTaskBackward` (see there for ``representation``, ``task_names``, ``context``,
-    ``downstream_shared``). Keep an instance to reuse its backend choice."""
+    ``downstream_shared``, ``task_weights``). Keep an instance to reuse its backend choice."""
     return MultiTaskBackward(mode)(losses, shared_params, task_params, aggregate, **options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -112,11 +111,12 @@ class JacobianEngine:
     ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the backward pass);
     ``mode="loop"`` runs T backward passes. Both give the same numbers (to float64 round-off).
 
-    ``mode="auto"`` decides on the first call with T > 1: if torch cannot batch an operation of the
-    model (an error, or vmap's warning that it falls back to a slow per-sample loop), it uses the
-    loop; otherwise it times both backends on that call's graph and keeps the faster one (on the
-    CPU the loop often wins: vmap's batched convolution backward is slow there; on a GPU the
-    batched call usually wins). ``resolved`` tells the choice, ``timings`` the measurement.
+    ``mode="auto"`` decides on the first call with T > 1, by rules that do not depend on timing (the
+    two backends round differently in float32, so a choice by a stopwatch would make a run's
+    numbers depend on the machine's load): on the CPU the loop (vmap's batched convolution
+    backward is slower there, see ``tests/benchmarks/bench_jacobian.py``); on a GPU the batched
+    call, unless torch cannot batch an operation of the model (an error, or vmap's warning that it
+    falls back to a slow per-sample loop), then the loop. ``resolved`` tells the choice.
     """
 
     def __init__(self, mode: JacobianMode = "auto") -> None:
@@ -124,7 +124,6 @@ class JacobianEngine:
             raise ValueError(f"unknown Jacobian mode {mode!r}: use one of {', '.join(_MODES)}.")
         self.mode: JacobianMode = mode
         self.resolved: Literal["batched", "loop"] | None = None if mode == "auto" else mode
-        self.timings: dict[str, float] = {}
 
     def __call__(self, losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor,
                  *, retain_graph: bool = True) -> Tensor:
@@ -138,33 +137,28 @@ class JacobianEngine:
         return self._calibrate(losses, rows, params, retain_graph)
 
     def _calibrate(self, losses: Tensor, rows: list[Tensor], params: list[Tensor], retain_graph: bool) -> Tensor:
+        if losses.device.type != "cuda":
+            self.resolved = "loop"
+            return _jacobian_loop(rows, params, retain_graph)
+        return self.batched_if_possible(losses, rows, params)
+
+    def batched_if_possible(self, losses: Tensor, rows: list[Tensor], params: list[Tensor]) -> Tensor:
+        """The batched Jacobian, or the loop's if torch cannot batch an operation of the graph
+        (then ``resolved`` becomes ``"loop"``, else ``"batched"``). Keeps the graph."""
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                _jacobian_batched(losses, params, retain_graph=True)  # also warms vmap up
+                result = _jacobian_batched(losses, params, retain_graph=True)
         except (RuntimeError, NotImplementedError):
             self.resolved = "loop"
-            return _jacobian_loop(rows, params, retain_graph)
+            return _jacobian_loop(rows, params, True)
         if any("batching rule" in str(w.message) for w in caught):
             self.resolved = "loop"
-            return _jacobian_loop(rows, params, retain_graph)
+            return _jacobian_loop(rows, params, True)
         for w in caught:  # not ours to swallow
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        device = losses.device
-        start = _now(device)
-        _jacobian_loop(rows, params, retain_graph=True)
-        self.timings["loop"] = _now(device) - start
-        start = _now(device)
-        result = _jacobian_batched(losses, params, retain_graph=retain_graph)
-        self.timings["batched"] = _now(device) - start
-        self.resolved = "batched" if self.timings["batched"] <= self.timings["loop"] else "loop"
+        self.resolved = "batched"
         return result
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor, *,

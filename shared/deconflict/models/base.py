@@ -52,6 +52,14 @@ class MultiTaskModel(nn.Module):
     def task_parameters(self) -> list[list[nn.Parameter]]:
         raise NotImplementedError
 
+    def head_parameters(self) -> list[list[nn.Parameter]]:
+        """The output heads' parameters, one list per task (a subset of :meth:`task_parameters`).
+
+        The Nash-MTL / FAMO code lineage counts every parameter but these as shared
+        (``TrainConfig(shared="all_but_heads")``). By default the task parameters are the heads;
+        models with other task-specific modules (SegNet-MTAN's attention gates) override this."""
+        return self.task_parameters()
+
     def downstream_shared_parameters(self) -> list[nn.Parameter]:
         """Shared parameters applied *after* the shared representation (e.g. SegNet-MTAN's shared
         attention blocks). They are part of :meth:`shared_parameters`; at feature level, where the

@@ -142,6 +142,9 @@ class CrossStitchSegNet(MultiTaskModel):
             groups.append(own)
         return groups
 
+    def head_parameters(self) -> list[list[nn.Parameter]]:
+        return [list(self.heads[task].parameters()) for task in self.task_names]
+
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last block of each column before the last cross-stitch unit."""
         return [p for column in self.columns for p in column.decoder_rest[1][-1].parameters()]

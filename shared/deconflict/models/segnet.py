@@ -189,6 +189,9 @@ class _HeadsMixin:
     def _head(self, task: str, feature: Tensor) -> Tensor:
         return task_output(task, self.heads[task](feature))
 
+    def head_parameters(self) -> list[list[nn.Parameter]]:
+        return [list(self.heads[task].parameters()) for task in self.task_names]
+
 
 class SegNetSplit(_HeadsMixin, MultiTaskModel):
     """Multi-task SegNet with hard parameter sharing ("split" / "standard"): one backbone, one head per task.

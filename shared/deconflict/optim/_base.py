@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from deconflict.errors import InvalidHyperparameterError, NonFiniteError, ShapeError
-from deconflict.numerics import all_finite, single_threaded_blas
+from deconflict.numerics import all_finite, gramian_float64, single_threaded_blas
 
 __all__ = [
     "StepContext",
@@ -55,6 +55,8 @@ class StepContext:
             correction and batch handling.
         shared_layout: (name, number of entries) of each shared parameter, in the Jacobian's column
             order, at parameter level — GradVac's per-layer and per-matrix groups.
+        learning_rate: the network's current learning rate (the optimizer's first parameter
+            group) — RotoGrad's rotations follow it.
     """
 
     losses: Tensor
@@ -65,6 +67,7 @@ class StepContext:
     losses_after_step: Callable[[], Tensor] | None = None
     representation: Tensor | None = None
     shared_layout: tuple[tuple[str, int], ...] | None = None
+    learning_rate: float | None = None
 
 
 class Method:
@@ -219,15 +222,28 @@ class GramianAggregator(Aggregator):
     """An aggregator whose direction is a weighted sum of the task gradients: d = Jᵀ w(J Jᵀ).
 
     Subclasses implement :meth:`weights` on the T×T Gramian (float64); the last weights used are
-    kept in ``last_weights`` for logging and monitors.
+    kept in ``last_weights`` for logging and monitors. ``loss_weights`` are the weights a code
+    lineage that multiplies the *losses* by the method's weights (Nash-MTL's, FAMO's) gives the
+    task-specific parameters: ``last_weights`` unless a method says otherwise (Nash-MTL: the
+    weights before its norm clipping, which that code applies to the shared gradients only).
+
+    ``exact_gramian = True`` (CAGrad) accumulates the Gramian in float64 also for float32
+    Jacobians, for methods that need ‖Σ_i w_i g_i‖ near 0 (see
+    :func:`~deconflict.numerics.gramian_float64`); the others take J Jᵀ in J's dtype.
     """
+
+    exact_gramian: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
         self.last_weights: Tensor | None = None
 
+    @property
+    def loss_weights(self) -> Tensor | None:
+        return self.last_weights
+
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:
-        gramian = jacobian @ jacobian.T
+        gramian = gramian_float64(jacobian) if self.exact_gramian else jacobian @ jacobian.T
         with single_threaded_blas():
             weights = self.weights(gramian.to(torch.float64)).to(jacobian.dtype)
         self.last_weights = weights

@@ -16,9 +16,9 @@ class Equal(LossWeighting):
     """Joint training: every task weighs the same (linear scalarization with equal weights).
 
     Minimises ``Σ_t L_t`` (``reduction="sum"``, the multi-task objective ``f1(θ1) + f2(θ2)`` of
-    DR-MGF Fig. 3 and the "joint training" row of every paper) or ``(1/T) Σ_t L_t``
-    (``reduction="mean"``, LibMTL's EW). The two differ only by the constant factor T, i.e. by the
-    learning rate.
+    DR-MGF Fig. 3, the "joint training" row of every paper, LibMTL's EW and Nash-MTL's LS) or
+    ``(1/T) Σ_t L_t`` (``reduction="mean"``). The two differ only by the constant factor T, i.e. by
+    the learning rate.
 
     Args:
         reduction: ``"sum"`` (weights 1) or ``"mean"`` (weights 1/T).

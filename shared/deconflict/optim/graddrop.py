@@ -37,7 +37,11 @@ class GradDrop(RandomMixin, Aggregator):
     Args:
         leak: ℓ, one number for all tasks or one per task, in [0, 1].
         sign_correction: multiply by sign(z) before summing over the batch (feature level).
-        epsilon: added to Σ_i |∇_i| (1e-7 as in lingvo and LibMTL).
+        epsilon: added to Σ_i |∇_i|. ``0`` (default) is the paper's Eq. (1) (entries where every
+            task's gradient is 0 get P = ½; they stay 0 whatever is kept); the official lingvo
+            layer and LibMTL add ``1e-7``, which pulls P towards ½ wherever Σ_i |∇_i| ≲ 1e-6 and
+            so drops signs at random even where all tasks agree (e.g. a single task's gradient
+            at scale 1e-8 would be dropped about half of the time).
         seed: seed of the method's own generator (None: torch's global generator).
     """
 
@@ -47,7 +51,7 @@ class GradDrop(RandomMixin, Aggregator):
     stateful = True  # its random generator
 
     def __init__(self, leak: float | Sequence[float] = 0.0, sign_correction: bool = True,
-                 epsilon: float = 1e-7, seed: int | None = None) -> None:
+                 epsilon: float = 0.0, seed: int | None = None) -> None:
         super().__init__()
         values = [leak] if isinstance(leak, (int, float)) else list(leak)
         if not values or any(not (0.0 <= float(v) <= 1.0) for v in values):
@@ -69,8 +73,15 @@ class GradDrop(RandomMixin, Aggregator):
 
     def masks(self, signals: Tensor) -> Tensor:
         """The T masks from T per-element signals (the gradients, or their batch sums)."""
-        purity = 0.5 * (1.0 + signals.sum(0) / (signals.abs().sum(0) + self.epsilon))
-        uniform = torch.rand(purity.shape, generator=self._generator, dtype=purity.dtype).to(purity.device)
+        magnitude = signals.abs().sum(0) + self.epsilon
+        ratio = torch.where(magnitude > 0, signals.sum(0) / magnitude.clamp_min(torch.finfo(signals.dtype).tiny),
+                            torch.zeros_like(magnitude))
+        purity = 0.5 * (1.0 + ratio)
+        # U ~ Uniform(0, 1) on the open interval: torch.rand draws from [0, 1), and a draw of exactly 0
+        # (one in 2^24 entries in float32) becomes the smallest positive number, so that P = 0 (every
+        # task negative) keeps the gradient as P = 1 (every task positive) does
+        uniform = torch.rand(purity.shape, generator=self._generator, dtype=purity.dtype)
+        uniform = uniform.clamp_min(torch.finfo(purity.dtype).tiny).to(purity.device)
         return ((purity > uniform) & (signals > 0)) | ((purity < uniform) & (signals < 0))
 
     def aggregate(self, jacobian: Tensor, context: StepContext | None) -> Tensor:

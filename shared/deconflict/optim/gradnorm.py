@@ -80,7 +80,8 @@ class GradNorm(LossWeighting):
         gradient = torch.sign(g - target) * norms
         self.task_weights.grad = gradient.to(self.task_weights.dtype)
         self.last_gradnorm_loss = float((g - target).abs().sum())
-        return self.task_weights.detach().to(dtype=losses.dtype, device=losses.device)
+        # a copy: the parameter changes in place at optimizer.step(), the weights of this step must not
+        return self.task_weights.detach().to(dtype=losses.dtype, device=losses.device, copy=True)
 
     def after_step(self, context: StepContext) -> None:
         with torch.no_grad():  # renormalise so that Σ w = T (keeping them positive)

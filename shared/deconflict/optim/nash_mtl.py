@@ -96,13 +96,19 @@ def solve_bargaining_ccp(gram: np.ndarray, start: np.ndarray, optim_niter: int =
     alpha = cp.Variable(n_tasks, nonneg=True)
     g_alpha = g @ alpha
     for _ in range(optim_niter):
-        gradient = 1.0 / alpha_prev + (1.0 / (g @ alpha_prev)) @ g
+        g_alpha_prev = g @ alpha_prev
+        if np.any(alpha_prev <= 0) or np.any(g_alpha_prev <= 0):
+            raise SolverError(
+                "the official convex sub-problem is undefined at the current weights (a task's (Gα)_i ≤ 0: "
+                "its gradient does not improve along Σ α_j g_j)"
+            )
+        gradient = 1.0 / alpha_prev + (1.0 / g_alpha_prev) @ g
         objective = cp.Minimize(cp.sum(g_alpha) + gradient @ (alpha - alpha_prev) / norm)
         constraints = [cp.log(alpha[i] * norm) + cp.log(g_alpha[i]) >= 0 for i in range(n_tasks)]
         problem = cp.Problem(objective, constraints)
         try:
             problem.solve(solver=cp.CLARABEL)
-        except cp.error.SolverError as error:
+        except (cp.error.SolverError, ValueError) as error:
             raise SolverError(f"Clarabel failed on the Nash-MTL sub-problem: {error}") from None
         if problem.status not in ("optimal", "optimal_inaccurate") or alpha.value is None:
             raise SolverError(f"the Nash-MTL sub-problem ended with status {problem.status!r}")
@@ -133,11 +139,22 @@ class NashMTL(GramianAggregator):
         with Clarabel; see :func:`solve_bargaining_ccp`).
 
     The equation has no solution when a task's gradient is zero or a non-negative combination of
-    the gradients vanishes. The official code and LibMTL then silently keep the previous weights
-    (and, with cvxpy ≥ 1.6 without ECOS, fail on every step without telling). Here
-    ``on_failure="raise"`` raises :class:`SolverError`; ``"warn"`` (default) emits a
-    :class:`SolverWarning` naming the step and reuses the previous step's α, and raises when there
-    is no previous α. ``failures`` counts the fallbacks.
+    the gradients vanishes (and the official convex sub-problem of ``"ccp"`` can be unbounded). The
+    official code and LibMTL then silently keep the previous weights — at the first step, the
+    initial α = (1, …, 1) — (and, with cvxpy ≥ 1.6 without ECOS, fail on every step without
+    telling). Here ``on_failure="raise"`` raises :class:`SolverError`; ``"warn"`` (default) does
+    what the official code does (the previous step's α, or the initial α = 1 at the first step)
+    and emits a :class:`SolverWarning` naming the step. ``failures`` counts the fallbacks.
+
+    **Task-specific parameters.** Used through :class:`~deconflict.train.Trainer` (or
+    :func:`~deconflict.grad.multitask_backward`), each task's own parameters (heads) get their own
+    unweighted gradient, as for every aggregator here. The official code and LibMTL instead
+    back-propagate Σ_i α_i L_i, so head i's gradient is scaled by α_i (up to about 3× the step size
+    of the heads on NYUv2). ``TrainConfig(head_gradients="weighted")`` reproduces that (with
+    :attr:`loss_weights`, the α before ``max_norm`` clipping, which the official code applies to
+    the shared gradients only), and ``TrainConfig(shared="all_but_heads")`` the code's split, in
+    which every parameter but the output heads (e.g. all tasks' MTAN attention modules) counts as
+    shared and enters the Gramian.
 
     Args:
         solver: ``"newton"`` or ``"ccp"``.
@@ -179,6 +196,13 @@ class NashMTL(GramianAggregator):
         self.alpha: np.ndarray | None = None
         self.failures = 0
 
+    @property
+    def loss_weights(self) -> Tensor | None:
+        """α before ``max_norm`` clipping: the weights the official code multiplies the losses by."""
+        if self.alpha is None or self.last_weights is None:
+            return self.last_weights
+        return torch.as_tensor(self.alpha, dtype=self.last_weights.dtype, device=self.last_weights.device)
+
     def _solve(self, gram: np.ndarray) -> np.ndarray:
         if self.solver == "newton":
             return solve_bargaining_newton(gram, start=self.alpha)
@@ -194,13 +218,18 @@ class NashMTL(GramianAggregator):
                 self.alpha = self._solve(gram)
             except SolverError as error:
                 message = f"{self._where()}: {error}."
-                if self.on_failure == "raise" or self.alpha is None:
+                if self.on_failure == "raise":
                     raise SolverError(
                         message + " Nash-MTL needs linearly independent, non-zero task gradients; "
                         "use on_failure='warn' to reuse the previous weights on such steps."
                     ) from None
                 self.failures += 1
-                warnings.warn(message + " Reusing the previous step's weights.", SolverWarning, stacklevel=4)
+                if self.alpha is None:  # the official code's initial weights
+                    self.alpha = np.ones(gram.shape[0])
+                    fallback = " Using the official code's initial weights α = 1 (there is no previous step)."
+                else:
+                    fallback = " Reusing the previous step's weights."
+                warnings.warn(message + fallback, SolverWarning, stacklevel=4)
         alpha = self.alpha
         if self.max_norm > 0:
             norm = float(np.sqrt(max(alpha @ gram @ alpha, 0.0)))

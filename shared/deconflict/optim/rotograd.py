@@ -37,14 +37,20 @@ class RotoGrad(Aggregator):
     * **rotations** are trained to align the rotated-back task gradients with a common target:
       v = mean_k g_k ‖m‖/‖g_k‖ (m = mean_k g_k), and L_rot,k = mean over the batch of
       ‖R_k v − ∂L_k/∂(R_k z)‖², minimised over R_k = B_k expm(A_k − A_kᵀ) (A_k strictly lower
-      triangular, init 0) by the method's own Adam optimizer with learning rate ``lr``.
+      triangular, init 0) by the method's own Adam optimizer. Its learning rate is
+      ``lr_factor`` × the network's current learning rate (read from the training engine at every
+      step, so it follows the network's schedule), or the fixed ``lr`` if given.
 
     RotoGrad acts on the representation, so it runs at feature level only; the training engine
     routes each task's view through the model's ``decode_tasks``. As in the reference package,
     each B_k is a random rotation (Haar, seeded) unless ``init="identity"``.
 
     Args:
-        lr: learning rate of the rotations (Recon uses the network's lr, or a tenth of it).
+        lr: a fixed learning rate of the rotations (None: ``lr_factor`` × the network's).
+        lr_factor: the rotations' learning rate relative to the network's (used when ``lr`` is None):
+            1 (default; the reference package trains the rotations with the network's optimizer,
+            and Recon App. B.1 "the learning rate of the neural networks"), 0.1 for Recon App. B.2
+            (CityScapes: "10 times less than the learning rate of the neural networks").
         rotation_size: how many leading channels to rotate (None: all).
         burn_in: step after which the reference norms n⁰ are taken again (package default 20).
         scale_magnitudes: RotoGrad (True) or rotation only (False).
@@ -58,16 +64,19 @@ class RotoGrad(Aggregator):
     levels = ("feature",)
     stateful = True
 
-    def __init__(self, lr: float = 1e-3, rotation_size: int | None = None, burn_in: int = 20,
-                 scale_magnitudes: bool = True, init: str = "random", seed: int = 0) -> None:
+    def __init__(self, lr: float | None = None, lr_factor: float = 1.0, rotation_size: int | None = None,
+                 burn_in: int = 20, scale_magnitudes: bool = True, init: str = "random", seed: int = 0) -> None:
         super().__init__()
-        if not lr > 0:
-            raise self._invalid(f"lr must be > 0, got {lr!r}.")
+        if lr is not None and not lr > 0:
+            raise self._invalid(f"lr must be > 0 (or None: lr_factor × the network's), got {lr!r}.")
+        if not (isinstance(lr_factor, (int, float)) and lr_factor > 0):
+            raise self._invalid(f"lr_factor must be > 0, got {lr_factor!r}.")
         if rotation_size is not None and (not isinstance(rotation_size, int) or rotation_size < 1):
             raise self._invalid(f"rotation_size must be a positive integer or None, got {rotation_size!r}.")
         if init not in ("random", "identity"):
             raise self._invalid(f"init must be 'random' or 'identity', got {init!r}.")
-        self.lr = float(lr)
+        self.lr = None if lr is None else float(lr)
+        self.lr_factor = float(lr_factor)
         self.rotation_size = rotation_size
         self.burn_in = int(burn_in)
         self.scale_magnitudes = bool(scale_magnitudes)
@@ -99,7 +108,7 @@ class RotoGrad(Aggregator):
             bases = q
         self.bases = bases.to(device)
         self.generators = torch.zeros(n_tasks, n, n, device=device, requires_grad=True)
-        self._optimizer = torch.optim.Adam([self.generators], lr=self.lr)
+        self._optimizer = torch.optim.Adam([self.generators], lr=self.lr or 1.0)  # lr set at every step
 
     def rotations(self) -> Tensor:
         """The current R_k = B_k expm(S(A_k)), [T, n, n] (differentiable in A)."""
@@ -121,7 +130,7 @@ class RotoGrad(Aggregator):
         n_tasks = jacobian.shape[0]
         grads = jacobian.view(n_tasks, *representation.shape)  # g_k w.r.t. the un-rotated z
         norms = jacobian.norm(dim=1).clamp_min(1e-15)
-        self._train_rotations(grads, norms)
+        self._train_rotations(grads, norms, self.rotation_lr(context))
         if not self.scale_magnitudes:
             return jacobian.sum(0)
         if self.reference_norms is None or self.calls == self.burn_in + 1:
@@ -131,7 +140,13 @@ class RotoGrad(Aggregator):
         magnitude = (alpha * norms).sum()
         return ((magnitude / norms)[:, None] * jacobian).sum(0)
 
-    def _train_rotations(self, grads: Tensor, norms: Tensor) -> None:
+    def rotation_lr(self, context: StepContext | None) -> float:
+        """This step's learning rate of the rotations."""
+        if self.lr is not None:
+            return self.lr
+        return self.lr_factor * float(self._require(context, "learning_rate"))
+
+    def _train_rotations(self, grads: Tensor, norms: Tensor, lr: float) -> None:
         mean = grads.mean(0)
         target = (grads * (mean.norm() / norms).view(-1, *[1] * (grads.dim() - 1))).mean(0)
         batch = grads.shape[1]
@@ -144,6 +159,8 @@ class RotoGrad(Aggregator):
                        for k in range(grads.shape[0]))
             self._optimizer.zero_grad()
             loss.backward()
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
         self._optimizer.step()
         self.last_rotation_loss = float(loss)
 
@@ -160,5 +177,5 @@ class RotoGrad(Aggregator):
         if state["generators"] is not None:
             self.bases = state["bases"].clone()
             self.generators = state["generators"].clone().requires_grad_(True)
-            self._optimizer = torch.optim.Adam([self.generators], lr=self.lr)
+            self._optimizer = torch.optim.Adam([self.generators], lr=self.lr or 1.0)
             self._optimizer.load_state_dict(state["optimizer"])

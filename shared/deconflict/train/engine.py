@@ -24,9 +24,11 @@ from deconflict.train.callbacks import Callback, StepOutput
 from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
 from deconflict.train.seeding import rng_state, set_rng_state
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "CHECKPOINT_NAME"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "CHECKPOINT_NAME", "check_weights_task_gradients"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SHARED_SPLITS = ("model", "all_but_heads")
+HEAD_GRADIENTS = ("own", "weighted")
 _FORMAT = 1
 Criterion = Callable[[dict[str, Tensor], Any], Tensor | Sequence[Tensor]]
 
@@ -44,6 +46,15 @@ class TrainConfig:
         log_every: write a row of step metrics to dvclive every N steps (0: no step log).
         checkpoint_every: checkpoint every N epochs (0: only at the end).
         progress: show a progress bar per epoch.
+        shared: which parameters an aggregator treats as shared (parameter level): ``"model"``
+            (the model's own ``shared_parameters()``: the split of the CAGrad, Recon and DR-MGF
+            code) or ``"all_but_heads"`` (every parameter except the output heads,
+            ``head_parameters()``: the split of the Nash-MTL / FAMO code lineage, in which e.g.
+            every task's MTAN attention modules enter the Jacobian and so the Gramian's diagonal).
+        head_gradients: what each task's own parameters receive with an aggregator: ``"own"``
+            (its own gradient, unweighted) or ``"weighted"`` (times the aggregator's
+            ``loss_weights``: the Nash-MTL / FAMO code back-propagates Σ_t α_t L_t, so task t's
+            head gets α_t times its gradient — Nash-MTL, IMTL-G, MGDA there).
     """
 
     epochs: int = 1
@@ -53,6 +64,8 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 1
     progress: bool = True
+    shared: str = "model"
+    head_gradients: str = "own"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -61,6 +74,12 @@ class TrainConfig:
             raise ConfigError(f"steps_per_epoch must be None or an integer ≥ 1, got {self.steps_per_epoch!r}.")
         if self.level not in ("parameter", "feature"):
             raise ConfigError(f"level must be 'parameter' or 'feature', got {self.level!r}.")
+        if self.shared not in SHARED_SPLITS:
+            raise ConfigError(f"shared must be one of {', '.join(SHARED_SPLITS)}, got {self.shared!r}.")
+        if self.head_gradients not in HEAD_GRADIENTS:
+            raise ConfigError(f"head_gradients must be one of {', '.join(HEAD_GRADIENTS)}, got {self.head_gradients!r}.")
+        if self.shared != "model" and self.level != "parameter":
+            raise ConfigError(f"shared={self.shared!r} chooses shared parameters, so it needs level='parameter'.")
         if self.jacobian_mode not in ("auto", "batched", "loop"):
             raise ConfigError(f"jacobian_mode must be 'auto', 'batched' or 'loop', got {self.jacobian_mode!r}.")
         for name in ("log_every", "checkpoint_every"):
@@ -79,6 +98,17 @@ class TrainResult:
     resumed_from_epoch: int | None = None
     run_dir: Path | None = None
     history: list[list[float]] = field(default_factory=list)  # per-epoch mean task losses
+
+
+def check_weights_task_gradients(method: optim.Method | None) -> None:
+    """``head_gradients="weighted"`` needs an aggregator whose direction weights the task gradients."""
+    if not isinstance(method, optim.GramianAggregator):
+        valid = [n for n in optim.available("aggregator") if issubclass(optim.method_class(n), optim.GramianAggregator)]
+        raise ConfigError(
+            "head_gradients='weighted' scales each task's own gradient by the aggregator's weights, so it needs "
+            f"an aggregator that weights the task gradients ({', '.join(valid)}); "
+            f"got {method.name if method is not None else 'no aggregator'}."
+        )
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -166,9 +196,11 @@ class Trainer:
                 else:
                     optimizer.add_param_group({"params": params, "lr": built.lr})
         self.scheduler = scheduler
-        names = {id(param): name for name, param in model.named_parameters()}
-        self._shared_layout = tuple((names.get(id(p), "?"), p.numel()) for p in model.shared_parameters())
         self.config = config or TrainConfig()
+        if self.config.head_gradients == "weighted":
+            check_weights_task_gradients(self.aggregator)
+        names = {id(param): name for name, param in model.named_parameters()}
+        self._shared_layout = tuple((names.get(id(p), "?"), p.numel()) for p in self.parameter_split()[0])
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         # only callbacks that override before_backward are called there: no monitor, no cost
@@ -178,6 +210,14 @@ class Trainer:
         self.step = 0  # steps completed
         self._fingerprint = self._make_fingerprint(fingerprint or {})
         self._live = None
+
+    def parameter_split(self) -> tuple[list[nn.Parameter], list[list[nn.Parameter]]]:
+        """(shared parameters, each task's own parameters) as the configuration's ``shared`` says."""
+        if self.config.shared == "model":
+            return self.model.shared_parameters(), self.model.task_parameters()
+        heads = self.model.head_parameters()
+        head_ids = {id(p) for group in heads for p in group}
+        return [p for p in self.model.parameters() if id(p) not in head_ids], heads
 
     # -- identity of a run -------------------------------------------------------------------
     def _make_fingerprint(self, extra: dict[str, Any]) -> str:
@@ -244,6 +284,7 @@ class Trainer:
             task_gradients=task_gradients, losses_after_step=losses_after_step,
             representation=representation.detach() if level == "feature" else None,
             shared_layout=self._shared_layout if level == "parameter" else None,
+            learning_rate=float(self.optimizer.param_groups[0]["lr"]),
         )
 
     def _decode(self, representation: Tensor) -> dict[str, Tensor]:
@@ -293,13 +334,15 @@ class Trainer:
                 objective = objective + penalty
             if self.aggregator is not None:
                 self._method_parameter_grads(objective)
+                shared, own = self.parameter_split()
                 result = self.backward(
-                    weighted, self.model.shared_parameters(), self.model.task_parameters(), self.aggregator,
+                    weighted, shared, own, self.aggregator,
                     representation=level_target, task_names=self.model.task_names, context=context,
                     downstream_shared=self.model.downstream_shared_parameters(),
+                    task_weights=(lambda: self.aggregator.loss_weights) if self.config.head_gradients == "weighted" else None,
                 )
             else:
-                target = representation if level_target is not None else self.model.shared_parameters()
+                target = representation if level_target is not None else self.parameter_split()[0]
                 jac = grad_jacobian(weighted, target, create_graph=True)
                 (objective + self.regularizer(jac, context)).backward()
         self.optimizer.step()
@@ -307,7 +350,7 @@ class Trainer:
             built.after_step(context)
         self.step += 1
         return StepOutput(epoch=self.epoch, step=self.step, losses=losses.detach(),
-                          weights=weights.detach(), backward=result,
+                          weights=weights.detach().clone(), backward=result,
                           outputs={name: out.detach() for name, out in outputs.items()} if isinstance(outputs, dict) else None,
                           targets=targets)
 

@@ -87,7 +87,7 @@ class GradientMonitor(Callback):
             return
         names = list(trainer.model.task_names) or [str(i) for i in range(len(losses))]
         if "parameter" in self.levels:
-            params = trainer.model.shared_parameters()
+            params = trainer.parameter_split()[0]  # what the aggregator sees as shared
             jac = self.engine(list(losses), params, retain_graph=True)
             blocks = [(WHOLE, slice(0, jac.shape[1]))]
             if self.per_layer:
