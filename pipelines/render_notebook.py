@@ -1,14 +1,16 @@
-"""Stage entry point: execute one parameterized notebook with papermill for the active profile.
+"""Stage entry point: execute one table's or figure's notebook with papermill for the active profile.
 
     python pipelines/render_notebook.py papers/drmgf/notebooks/fig3_toy.ipynb \
-        --params papers/drmgf/params.yaml --section fig3_toy \
-        --out papers/drmgf/outputs/fig3_toy --executed papers/drmgf/outputs/executed/fig3_toy.ipynb
+        --params papers/drmgf/params.yaml --table fig3_toy \
+        --out papers/drmgf/outputs/fig3_toy --executed papers/drmgf/outputs/executed/fig3_toy.ipynb \
+        --metrics papers/drmgf/metrics/fig3_toy.json --plots papers/drmgf/plots/fig3_toy.csv
 
-The notebook's ``parameters`` cell holds the smoke defaults; this script injects the section of
-the paper's params file for the active profile (root ``params.yaml``), plus ``profile`` and
-``out_dir``. The kernel runs in the notebook's folder. The executed notebook is written to a
-temporary file and renamed when complete; if a cell fails it is kept as ``*.failed.ipynb`` and
-the error is reported on one line.
+The notebook's ``parameters`` cell holds the smoke defaults (``profile``, ``params_file``,
+``table_id``, and ``out_dir = metrics_path = plots_path = None``: write nothing); this script
+injects the active profile (root ``params.yaml``) and the output paths, after checking that the
+paper's params declare the table. The kernel runs in the notebook's folder. The executed notebook
+is written to a temporary file and renamed when complete; if a cell fails it is kept as
+``*.failed.ipynb`` and the error is reported on one line.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import sys
 from pathlib import Path
 
 from deconflict.cli import entrypoint
-from deconflict.config import load_root_params, load_yaml, resolve_profile
+from deconflict.config import load_root_params
 from deconflict.errors import ConfigError, DeconflictError
+from deconflict.experiments.tables import paper_tables
 
 KERNEL = "deconflict"
 
@@ -31,9 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--params", type=Path, required=True, help="the paper's params.yaml")
-    parser.add_argument("--section", help="section with the notebook's parameters (default: notebook name)")
+    parser.add_argument("--table", help="the table's id in the params' `tables` (default: the notebook's name)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the notebook's tables/figures/metrics")
     parser.add_argument("--executed", type=Path, required=True, help="where to write the executed notebook")
+    parser.add_argument("--metrics", type=Path, help="the stage's DVC metrics file (JSON)")
+    parser.add_argument("--plots", type=Path, help="the stage's DVC plots file (CSV)")
     parser.add_argument("--profile", help="override the root params.yaml profile (smoke | full)")
     parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel (default: {KERNEL})")
     return parser.parse_args(argv)
@@ -67,23 +72,27 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"notebook {args.notebook} does not exist.")
     root = load_root_params(args.params.parent)
     profile = args.profile or root.profile
-    section_name = args.section or notebook.stem
-    params = load_yaml(args.params)
-    values = resolve_profile(params.get(section_name, {}), profile)
-
+    table_id = args.table or notebook.stem
+    tables = paper_tables(args.params)
+    if table_id not in tables:
+        raise ConfigError(f"{args.params} declares no table {table_id!r} under `tables` (it declares {sorted(tables)}).")
     declared = notebook_parameters(notebook)
-    unknown = sorted(set(values) - set(declared))
-    if unknown:
+    values = {"profile": profile, "table_id": table_id,
+              "params_file": os.path.relpath(args.params.resolve(), notebook.parent)}
+    for name, path in (("out_dir", args.out), ("metrics_path", args.metrics), ("plots_path", args.plots)):
+        if path is not None:
+            values[name] = os.path.relpath(path.resolve(), notebook.parent)
+    undeclared = sorted(set(values) - set(declared))
+    if undeclared:
         raise ConfigError(
-            f"{args.params} section {section_name!r} sets {unknown}, which the parameters cell of "
-            f"{args.notebook.name} does not define (it defines {sorted(declared)})."
+            f"the parameters cell of {args.notebook.name} does not define {undeclared} (it defines "
+            f"{sorted(declared)}); a table notebook's parameters are profile, params_file, table_id, out_dir, "
+            "metrics_path and plots_path."
         )
     out_dir = args.out.resolve()
     if out_dir.exists():
         shutil.rmtree(out_dir)  # the stage owns this folder: no stale artifact survives a re-run
     out_dir.mkdir(parents=True)
-    values["profile"] = profile
-    values["out_dir"] = os.path.relpath(out_dir, notebook.parent)
     check_kernel(args.kernel)
 
     executed = args.executed.resolve()
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (out_dir / "manifest.json").is_file():
         raise DeconflictError(
             f"{args.notebook.name} ran but wrote no manifest.json into {args.out}: its last cell must "
-            "call ArtifactWriter.close()."
+            "call report.close()."
         )
 
 

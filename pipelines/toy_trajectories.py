@@ -1,11 +1,11 @@
 """Stage entry point: train the DR-MGF toy network with several optimizers from the same starts.
 
     python pipelines/toy_trajectories.py --params papers/drmgf/params.yaml --section toy \
-        --out papers/drmgf/results/toy
+        --out papers/drmgf/results/toy --work papers/drmgf/work/toy
 
 Writes ``trajectories.csv`` (one row per method × start × step), ``summary.csv`` and ``meta.json``
-into ``--out`` (atomically). Each run keeps a checkpoint under ``--out/runs/``: a killed stage,
-started again, resumes where it stopped; a change of settings or code starts afresh.
+into ``--out`` (atomically). Each run keeps a checkpoint under ``--work``: a killed stage, started
+again, resumes where it stopped; a change of settings or code starts afresh.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from deconflict.cli import entrypoint
-from deconflict.config import load_root_params, load_yaml, resolve_profile
+from deconflict.config import load_plugins, load_root_params, load_yaml, resolve_profile
 from deconflict.errors import ConfigError
-from deconflict.experiments.runs import code_version, prune_runs
-from deconflict.experiments.toy import ToySettings, run_toy, sample_inits, summarise, toy_run_key
+from deconflict.experiments.runs import prune_runs
+from deconflict.experiments.drmgf_toy import ToySettings, run_toy, sample_inits, summarise, toy_run_key
 from deconflict.io import atomic_path, write_json
 
 
@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path, required=True, help="the paper's params.yaml")
     parser.add_argument("--section", default="toy", help="section of the params file")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--work", type=Path, help="checkpoint folder (default: <out>/runs)")
     parser.add_argument("--profile", help="override the root params.yaml profile (smoke | full)")
     return parser.parse_args(argv)
 
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     root = load_root_params(args.params.parent)
+    load_plugins(root)
     profile = args.profile or root.profile
     params = load_yaml(args.params)
     if args.section not in params:
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     section = resolve_profile(params[args.section], profile)
     settings = ToySettings.from_params(section, seed=root.seeds[0])
 
-    runs_dir = args.out / "runs"
+    runs_dir = args.work or args.out / "runs"
     inits = sample_inits(settings.n_inits, settings.seed, settings.init_low, settings.init_high)
     plan = [(method, index, toy_run_key(method, index, settings))
             for method in settings.methods for index in range(len(inits))]
@@ -73,7 +75,6 @@ def main(argv: list[str] | None = None) -> None:
         "seed": settings.seed,
         "settings": {k: v for k, v in section.items()},
         "inits": inits,
-        "code_version": code_version(),
     })
     print(summary.to_string(index=False))
 

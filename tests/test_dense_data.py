@@ -6,25 +6,37 @@ import numpy as np
 import pytest
 import torch
 
-from deconflict.data import DATASETS, CityScapes, DatasetError, NYUv2, horizontal_flip, random_scale_crop, write_synthetic
-from deconflict.data.synthetic import LAYOUTS, class_palette, synthetic_item
+from deconflict import data, tasks
+from deconflict.data import CityScapes, DatasetError, NYUv2, horizontal_flip, random_scale_crop
+from deconflict.data.mtan import class_palette, synthetic_item
 from deconflict.data.verify import file_hashes, verify_dataset
-from deconflict.errors import DatasetNotFoundError
+from deconflict.errors import DatasetNotFoundError, UnknownNameError
+
+NYU_TASKS = {task.name: task for task in NYUv2.tasks()}
 
 
 @pytest.fixture(scope="module")
 def nyu_root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("data") / "nyuv2", "nyuv2", train=4, val=2, size=(64, 96), seed=1)
+    return NYUv2.write_synthetic(tmp_path_factory.mktemp("data") / "nyuv2", seed=1, train=4, val=2, size=(64, 96))
 
 
 @pytest.fixture(scope="module")
 def city_root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("data") / "cityscapes", "cityscapes", train=3, val=2, size=(32, 64), seed=2)
+    return CityScapes.write_synthetic(tmp_path_factory.mktemp("data") / "cityscapes", seed=2, train=3, val=2, size=(32, 64))
+
+
+def test_registry_finds_datasets_by_name(nyu_root):
+    assert {"nyuv2", "cityscapes"} <= set(data.available())
+    dataset = data.get("nyuv2", nyu_root, "train", augment=True, seed=0)
+    assert isinstance(dataset, NYUv2) and dataset.augment
+    with pytest.raises(UnknownNameError, match="unknown dataset 'nyu'; valid names: .*cityscapes.*nyuv2"):
+        data.get("nyu", nyu_root, "train")
 
 
 def test_nyuv2_items_are_channel_first_with_stored_values(nyu_root):
     dataset = NYUv2(nyu_root, "train")
-    assert len(dataset) == 4 and dataset.tasks == ("segmentation", "depth", "normal")
+    assert len(dataset) == 4 and [t.name for t in dataset.tasks()] == ["segmentation", "depth", "normal"]
+    assert dataset.tasks() == (tasks.SemanticSegmentation(13), tasks.Depth(), tasks.SurfaceNormal())
     image, targets = dataset[2]
     assert image.shape == (3, 64, 96) and image.dtype == torch.float32
     assert targets["segmentation"].shape == (64, 96) and targets["segmentation"].dtype == torch.int64
@@ -107,11 +119,11 @@ def test_scale_crop_at_scale_one_is_the_identity_and_depth_scales():
     image = torch.rand(3, 12, 16)
     targets = {"segmentation": torch.randint(-1, 5, (12, 16)), "depth": torch.full((1, 12, 16), 3.0),
                "normal": torch.nn.functional.normalize(torch.randn(3, 12, 16), dim=0)}
-    out_image, out = random_scale_crop(image, targets, scales=(1.0,))
+    out_image, out = random_scale_crop(image, targets, NYU_TASKS, scales=(1.0,))
     torch.testing.assert_close(out_image, image, rtol=0, atol=1e-6)
     assert torch.equal(out["segmentation"], targets["segmentation"])
     torch.testing.assert_close(out["normal"], targets["normal"], rtol=0, atol=1e-6)
-    _, zoomed = random_scale_crop(image, targets, torch.Generator().manual_seed(0), scales=(1.5,))
+    _, zoomed = random_scale_crop(image, targets, NYU_TASKS, torch.Generator().manual_seed(0), scales=(1.5,))
     torch.testing.assert_close(zoomed["depth"], torch.full((1, 12, 16), 2.0))  # depth / s
     assert zoomed["segmentation"].dtype == torch.int64
     assert set(zoomed["segmentation"].unique().tolist()) <= set(targets["segmentation"].unique().tolist())
@@ -120,14 +132,14 @@ def test_scale_crop_at_scale_one_is_the_identity_and_depth_scales():
 def test_flip_mirrors_everything_and_negates_normal_x():
     image = torch.rand(3, 4, 6)
     targets = {"segmentation": torch.randint(0, 3, (4, 6)), "normal": torch.randn(3, 4, 6)}
-    flipped_image, flipped = horizontal_flip(image, targets, probability=1.0)
+    flipped_image, flipped = horizontal_flip(image, targets, NYU_TASKS, probability=1.0)
     assert torch.equal(flipped_image, image.flip(-1))
     assert torch.equal(flipped["segmentation"], targets["segmentation"].flip(-1))
     assert torch.equal(flipped["normal"][0], -targets["normal"][0].flip(-1))
     assert torch.equal(flipped["normal"][1:], targets["normal"][1:].flip(-1))
-    again_image, again = horizontal_flip(flipped_image, flipped, probability=1.0)
+    again_image, again = horizontal_flip(flipped_image, flipped, NYU_TASKS, probability=1.0)
     assert torch.equal(again_image, image) and torch.equal(again["normal"], targets["normal"])
-    same_image, _ = horizontal_flip(image, targets, probability=0.0)
+    same_image, _ = horizontal_flip(image, targets, NYU_TASKS, probability=0.0)
     assert same_image is image
 
 
@@ -182,7 +194,6 @@ def test_synthetic_cityscapes_stores_disparity(city_root):
     _, targets = CityScapes(city_root, "val")[0]
     disparity = targets["depth"]
     assert 0 <= float(disparity.min()) and float(disparity.max()) <= 0.5 and (disparity == 0).any()
-    assert set(LAYOUTS) == set(DATASETS)
 
 
 def test_verify_checks_the_public_layout_and_hashes(nyu_root):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deconflict.errors import ConfigError, InvalidHyperparameterError, ShapeError
+from deconflict import models as model_registry
+from deconflict.errors import ConfigError, InvalidHyperparameterError, ShapeError, UnknownNameError
 from deconflict.grad import MultiTaskBackward
-from deconflict.models import (
-    CrossStitchSegNet, DenseLoss, SegNetBackbone, SegNetMTAN, SegNetSingle, SegNetSplit, depth_loss, normal_loss,
-    segmentation_loss,
-)
+from deconflict.models import CrossStitchSegNet, SegNetBackbone, SegNetMTAN, SegNetSingle, SegNetSplit
+from deconflict.tasks import TaskLoss, resolve
 from deconflict.train import TrainConfig, Trainer
 
 NYU = {"segmentation": 13, "depth": 1, "normal": 3}
@@ -32,8 +31,8 @@ def on_meta(build):
 # DR-MGF's relative #P 1.77 = MTAN / single-task SegNet.
 @pytest.mark.parametrize("build, parameters, mib", [
     (lambda: SegNetBackbone(), 24_943_296, None),
-    (lambda: SegNetSingle("segmentation", 13), 24_981_069, 95.30),
-    (lambda: SegNetSingle("depth", 1), 24_980_289, 95.29),
+    (lambda: SegNetSingle({"segmentation": 13}), 24_981_069, 95.30),
+    (lambda: SegNetSingle({"depth": 1}), 24_980_289, 95.29),
     (lambda: SegNetSplit(NYU), 25_055_185, 95.58),
     (lambda: SegNetSplit(CITY), 25_017_672, 95.43),
     (lambda: SegNetMTAN(NYU), 44_229_073, 168.72),
@@ -50,7 +49,7 @@ def test_full_width_parameter_counts_match_the_papers(build, parameters, mib):
 
 
 def test_mtan_relative_size_is_dr_mgf_177_and_shared_part_is_the_cagrad_split():
-    mtan, single = on_meta(lambda: SegNetMTAN(NYU)), on_meta(lambda: SegNetSingle("segmentation", 13))
+    mtan, single = on_meta(lambda: SegNetMTAN(NYU)), on_meta(lambda: SegNetSingle({"segmentation": 13}))
     assert round(count(mtan) / count(single), 2) == 1.77
     assert sum(p.numel() for p in mtan.shared_parameters()) == 35_163_456  # backbone + 10 shared attention blocks
     assert sum(p.numel() for p in mtan.downstream_shared_parameters()) == 10_220_160
@@ -115,7 +114,7 @@ def test_summing_the_task_gradients_equals_joint_backprop(index, level):
     model = models()[index].double()
     x, targets = torch.rand(2, 3, 32, 32, dtype=torch.float64), _targets()
     targets = {k: v.double() if v.is_floating_point() else v for k, v in targets.items()}
-    criterion = DenseLoss(model.task_names)
+    criterion = TaskLoss(model.tasks)
     model.zero_grad()
     losses = criterion(model(x), targets)
     sum(losses.values()).backward()
@@ -149,8 +148,12 @@ def test_cross_stitch_forms():
 def test_bad_configurations_are_named():
     with pytest.raises(InvalidHyperparameterError, match="width"):
         SegNetSplit(NYU, width=0)
-    with pytest.raises(ConfigError, match="unknown dense task 'edges'"):
+    with pytest.raises(UnknownNameError, match="unknown task 'edges'; valid names: depth, normal, segmentation"):
         SegNetMTAN({"edges": 1})
+    with pytest.raises(ConfigError, match="normal has 3 output channel"):
+        SegNetSplit({"normal": 4})
+    with pytest.raises(ConfigError, match="exactly one task"):
+        SegNetSingle(NYU)
     with pytest.raises(ShapeError, match="multiples of 32"):
         SegNetSplit(NYU, 1 / 16)(torch.rand(1, 3, 48, 64))
     with pytest.raises(ShapeError, match="B×3×H×W"):
@@ -160,42 +163,19 @@ def test_bad_configurations_are_named():
 def test_rotograd_needs_one_feature_map():
     for model in (SegNetMTAN(NYU, 1 / 16), CrossStitchSegNet(NYU, 1 / 16)):
         with pytest.raises(ConfigError, match="SegNetSplit"):
-            Trainer(model, DenseLoss(NYU), torch.optim.Adam(model.parameters()), "rotograd",
+            Trainer(model, TaskLoss(resolve(NYU)), torch.optim.Adam(model.parameters()), "rotograd",
                     config=TrainConfig(level="feature", progress=False, log_every=0))
     split = SegNetSplit(NYU, 1 / 16)
-    trainer = Trainer(split, DenseLoss(NYU), torch.optim.Adam(split.parameters()), "rotograd",
+    trainer = Trainer(split, TaskLoss(resolve(NYU)), torch.optim.Adam(split.parameters()), "rotograd",
                       config=TrainConfig(level="feature", progress=False, log_every=0))
     output = trainer.train_step((torch.rand(2, 3, 32, 32), _targets()))
     assert torch.isfinite(output.losses).all()
 
 
-def test_losses_on_hand_computed_cases():
-    log_probs = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).T.reshape(1, 3, 1, 2)
-    labels = torch.tensor([[[0, -1]]])
-    torch.testing.assert_close(segmentation_loss(log_probs, labels), -torch.log(torch.tensor(0.5)))
-    labels = torch.tensor([[[0, 1]]])
-    torch.testing.assert_close(segmentation_loss(log_probs, labels), -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.8))) / 2)
-    prediction = torch.tensor([1.0, 2.0, 5.0]).reshape(1, 1, 1, 3)
-    target = torch.tensor([2.0, 0.0, 4.0]).reshape(1, 1, 1, 3)  # the middle pixel is missing
-    torch.testing.assert_close(depth_loss(prediction, target), torch.tensor(1.0))
-    unit = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.8, 0.0]]).T.reshape(1, 3, 1, 3)
-    truth = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 3)
-    torch.testing.assert_close(normal_loss(unit, truth), torch.tensor(1 - (1.0 + 0.0) / 2))
-
-
-def test_a_batch_without_valid_pixels_gives_a_zero_loss_with_a_gradient():
-    prediction = torch.rand(1, 1, 2, 2, requires_grad=True)
-    loss = depth_loss(prediction, torch.zeros(1, 1, 2, 2))
-    loss.backward()
-    assert loss.item() == 0 and torch.equal(prediction.grad, torch.zeros_like(prediction))
-    log_probs = torch.log_softmax(torch.rand(1, 3, 2, 2, requires_grad=True), 1)
-    assert segmentation_loss(log_probs, torch.full((1, 2, 2), -1)).item() == 0
-
-
-def test_dense_loss_errors():
-    with pytest.raises(ConfigError, match="edges"):
-        DenseLoss(["segmentation", "edges"])
-    with pytest.raises(ShapeError, match="normal"):
-        DenseLoss(["normal"])({"segmentation": torch.zeros(1)}, {"normal": torch.zeros(1)})
-    with pytest.raises(ShapeError, match="do not match"):
-        segmentation_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long))
+def test_models_are_found_by_name():
+    assert {"single", "split", "mtan", "cross_stitch"} <= set(model_registry.available())
+    model = model_registry.get("mtan", tasks=NYU, width=1 / 16)
+    assert isinstance(model, SegNetMTAN) and model.task_names == ("segmentation", "depth", "normal")
+    assert [task.channels for task in model.tasks] == [13, 1, 3]
+    with pytest.raises(UnknownNameError, match="unknown model 'unet'; valid names: .*cross_stitch.*mtan"):
+        model_registry.get("unet", tasks=NYU)

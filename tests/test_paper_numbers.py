@@ -150,10 +150,10 @@ def test_robust_mtl_relative_change_table(folder, spec):
     changes = table(folder, spec["table"])
     source = table(folder, spec["source"])
     checked = 0
-    for _, cell in changes.iterrows():
-        method = cell["method"]
-        param = source[(source["method"] == method) & (source["column"] == cell["column"])].iloc[0]
-        rep = source[(source["method"] == f"(rep) {method}") & (source["column"] == cell["column"])].iloc[0]
+    for _, cell in changes.iterrows():  # row "PCGrad [72]": parameter level "PCGrad [72]", feature level "(rep) PCGrad"
+        method = cell["row"].split(" [")[0]
+        param = source[(source["row"] == cell["row"]) & (source["column"] == cell["column"])].iloc[0]
+        rep = source[(source["row"] == f"(rep) {method}") & (source["column"] == cell["column"])].iloc[0]
         p, r = number(param["value"]), number(rep["value"])
         hp, hr = half_unit(param["decimals"]), half_unit(rep["decimals"])
         # (rep − param)/param in %: our relative_changes with "lower is better" gives exactly that sign

@@ -73,17 +73,23 @@ def test_unknown_profile(tmp_path):
 
 
 def test_report_without_outputs_says_which_stage_to_run(tmp_path):
-    result = run("report.py", str(tmp_path / "papers" / "x" / "outputs" / "fig"), "--out", str(tmp_path))
-    assert_one_line_error(result, "has no manifest.json", "dvc repro")
+    (tmp_path / "papers" / "x" / "outputs" / "fig").mkdir(parents=True)
+    result = run("report.py", "--papers", str(tmp_path / "papers"), "--out", str(tmp_path))
+    assert_one_line_error(result, "no rendered table or figure", "dvc repro")
 
 
-def test_render_notebook_rejects_unknown_parameters(tmp_path):
+def test_render_notebook_rejects_undeclared_tables_and_parameters(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"fig3_toy": {"steps": 3}}))
+    params.write_text(yaml.safe_dump({"profile": "smoke", "tables": {"fig3_toy": {"kind": "drmgf_toy"}}}))
     (tmp_path / ".dvc").mkdir()
-    result = run("render_notebook.py", str(REPO / "papers/drmgf/notebooks/fig3_toy.ipynb"), "--params", str(params),
-                 "--out", str(tmp_path / "out"), "--executed", str(tmp_path / "executed.ipynb"))
-    assert_one_line_error(result, "sets ['steps']", "does not define")
+    args = ["--params", str(params), "--out", str(tmp_path / "out"), "--executed", str(tmp_path / "executed.ipynb")]
+    result = run("render_notebook.py", str(REPO / "papers/drmgf/notebooks/fig3_toy.ipynb"), *args, "--table", "fig4")
+    assert_one_line_error(result, "declares no table 'fig4'", "fig3_toy")
+    notebook = tmp_path / "fig3_toy.ipynb"
+    source = (REPO / "papers/drmgf/notebooks/fig3_toy.ipynb").read_text().replace("plots_path = None", "")
+    notebook.write_text(source)
+    result = run("render_notebook.py", str(notebook), *args, "--plots", str(tmp_path / "p.csv"))
+    assert_one_line_error(result, "does not define ['plots_path']")
 
 
 def test_artifact_writer_and_index(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deconflict.errors import ConfigError, InvalidHyperparameterError, ShapeError, UnknownMethodError
-from deconflict.experiments.toy import (
+from deconflict.experiments.drmgf_toy import (
     ToyMethod,
     ToySettings,
     run_toy,
@@ -124,7 +124,8 @@ def test_summary_and_paper_table():
     summary = summarise(pd.concat(frames), fallbacks, toy, ["Joint", "Nash-MTL"])
     assert list(summary["method"]) == ["Joint", "Nash-MTL"]
     assert bool(summary.loc[0, "reaches_both_optima"])
-    reference = pd.DataFrame({"method": ["Nash-MTL", "DR-MGF"], "reaches_both_optima": [False, True]})
+    reference = pd.DataFrame({"row": ["Nash-MTL", "DR-MGF"], "column": "reaches both optima", "kind": "claim",
+                              "value": ["False", "True"]})
     table = summary_vs_paper(summary, reference, F_STAR)
     assert list(table["Method"]) == ["Joint", "Nash-MTL", "DR-MGF"]
     assert table.loc[0, "Paper: reaches both optima"] == "not stated"

@@ -8,6 +8,7 @@ The root ``params.yaml`` holds what every paper shares::
     seeds:
       smoke: [0]
       full: [0, 1, 2]
+    plugins: []           # modules to import first: your own methods, models, datasets, families, table kinds
 
 A paper's ``params.yaml`` has one section per stage. Inside a section, the keys ``smoke`` and
 ``full`` hold the values that differ between profiles; every other key is shared::
@@ -43,6 +44,7 @@ __all__ = [
     "reject_unknown",
     "resolve_profile",
     "resolve_device",
+    "load_plugins",
 ]
 
 PROFILES = ("smoke", "full")
@@ -58,6 +60,7 @@ class RootParams:
     data_root: Path
     seeds: tuple[int, ...]
     repo_root: Path
+    plugins: tuple[str, ...] = ()
 
 
 def find_repo_root(start: str | Path | None = None) -> Path:
@@ -121,7 +124,31 @@ def load_root_params(repo_root: str | Path | None = None) -> RootParams:
     seeds = seeds_by_profile.get(profile, [0]) if isinstance(seeds_by_profile, dict) else seeds_by_profile
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"seeds.{profile} in params.yaml must be a non-empty list of integers, got {seeds!r}.")
-    return RootParams(profile=profile, device=device, data_root=data_root, seeds=tuple(seeds), repo_root=root)
+    plugins = params.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise ConfigError(f"plugins in params.yaml must be a list of module names, got {plugins!r}.")
+    return RootParams(profile=profile, device=device, data_root=data_root, seeds=tuple(seeds), repo_root=root,
+                      plugins=tuple(plugins))
+
+
+def load_plugins(root: RootParams) -> list[str]:
+    """Import the modules listed under ``plugins`` in the root ``params.yaml`` (the repository root is
+    importable), so that what they register — methods, models, datasets, families, table kinds — is
+    known to every stage and notebook. Returns the names imported."""
+    import importlib
+    import sys
+
+    if root.plugins and str(root.repo_root) not in sys.path:
+        sys.path.insert(0, str(root.repo_root))
+    for name in root.plugins:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigError(
+                f"plugin {name!r} (params.yaml plugins) cannot be imported: {error}. Give a module importable from "
+                f"the repository root {root.repo_root} or installed in the environment."
+            ) from None
+    return list(root.plugins)
 
 
 def resolve_profile(section: dict[str, Any], profile: str) -> dict[str, Any]:

@@ -17,11 +17,15 @@ class ConfigError(DeconflictError, ValueError):
     """A parameter file or a parameter value is invalid (unknown profile, bad device, ...)."""
 
 
-class UnknownMethodError(DeconflictError, KeyError):
-    """A method name that is not registered. The message lists the valid names."""
+class UnknownNameError(DeconflictError, KeyError):
+    """A name that is not registered (a method, model, dataset, task, ...). The message lists the valid names."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownMethodError(UnknownNameError):
+    """A method name that is not registered. The message lists the valid names."""
 
 
 class InvalidHyperparameterError(DeconflictError, ValueError):

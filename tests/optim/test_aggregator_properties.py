@@ -1,4 +1,4 @@
-"""Properties shared by several aggregators, checked on all of them where the paper claims them."""
+"""Properties shared by several aggregators, checked on every method that claims them (``Method.claims``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,18 @@ from deconflict.optim import StepContext
 from tests.optim._inputs import J_BASE, random_jacobian
 
 AGGREGATORS = optim.available("aggregator")
+
+
+def claiming(claim: str) -> list[str]:
+    """The aggregators whose class declares ``claim`` (a new method is checked as soon as it declares it)."""
+    return [name for name in AGGREGATORS if claim in optim.method_class(name).claims]
+
+
 # d(sJ) = s·d(J) for s > 0 (same random draws for the random ones)
-HOMOGENEOUS = ["aligned_mtl", "cagrad", "graddrop", "gradvac", "imtl_g", "mgda", "pcgrad", "rgw", "rotograd"]
+HOMOGENEOUS = claiming("homogeneous")
 # the row order of J does not matter (deterministic methods)
-PERMUTATION_INVARIANT = ["aligned_mtl", "cagrad", "imtl_g", "mgda", "nash_mtl"]
+PERMUTATION_INVARIANT = claiming("permutation_invariant")
+SEEDED = [name for name in AGGREGATORS if "seed" in optim.method_class(name).hyperparameters()]
 
 
 def call(name: str, jac: torch.Tensor, seed: int = 0, **hparams) -> torch.Tensor:
@@ -23,7 +31,7 @@ def call(name: str, jac: torch.Tensor, seed: int = 0, **hparams) -> torch.Tensor
     if "seed" in optim.method_class(name).hyperparameters():
         hparams["seed"] = seed
     method = optim.get(name, **hparams)
-    if name != "rotograd":
+    if "parameter" in method.levels:
         return method(jac, StepContext(losses=torch.ones(jac.shape[0])))
     context = StepContext(losses=torch.ones(jac.shape[0]), level="feature",
                           representation=torch.ones(jac.shape[1], 1, dtype=jac.dtype), learning_rate=1e-3)
@@ -38,9 +46,24 @@ def test_positively_homogeneous(name, scale):
     torch.testing.assert_close(call(name, scale * jac, **hparams), scale * call(name, jac, **hparams), rtol=1e-6, atol=1e-10)
 
 
-def test_nash_mtl_is_scale_invariant_instead():
+@pytest.mark.parametrize("name", claiming("scale_invariant"))
+def test_scale_invariant(name):
     jac = random_jacobian(4, 9, 3)
-    torch.testing.assert_close(call("nash_mtl", 7.0 * jac), call("nash_mtl", jac))
+    torch.testing.assert_close(call(name, 7.0 * jac), call(name, jac))
+
+
+@pytest.mark.parametrize("name", claiming("non_conflicting"))
+@pytest.mark.parametrize("seed", range(5))
+def test_non_conflicting(name, seed):
+    jac = random_jacobian(4, 9, seed)
+    assert torch.all(jac @ call(name, jac) >= -1e-9 * jac.norm(dim=1).max() ** 2)
+
+
+def test_claims_are_known_and_cover_the_papers_properties():
+    known = {"homogeneous", "scale_invariant", "permutation_invariant", "non_conflicting"}
+    for name in optim.available():
+        assert optim.method_class(name).claims <= known, name
+    assert {"cagrad", "mgda", "pcgrad", "imtl_g"} <= set(HOMOGENEOUS) and "nash_mtl" in PERMUTATION_INVARIANT
 
 
 @pytest.mark.parametrize("name", PERMUTATION_INVARIANT)
@@ -77,7 +100,7 @@ def test_rank_deficient_jacobian_gives_a_finite_direction(name):
     assert torch.isfinite(direction).all() and direction.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["graddrop", "gradvac", "pcgrad", "rgw", "rotograd"])
+@pytest.mark.parametrize("name", SEEDED)
 def test_random_methods_are_seeded(name):
     jac = random_jacobian(4, 9, 1)
     assert torch.equal(call(name, jac, seed=5), call(name, jac, seed=5))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deconflict import optim
-from deconflict.experiments.toy import ToyMethod, ToySettings, run_toy, sample_inits
+from deconflict.experiments.drmgf_toy import ToyMethod, ToySettings, run_toy, sample_inits
 from deconflict.models import DRMGFToy, toy_objective
 from deconflict.train import TrainConfig, Trainer, seed_everything
 from tests.architectures import ConvBNMultiTask, regression_losses
@@ -20,8 +20,7 @@ IDS = [f"{name}-{level}" for name, level in CASES]
 
 
 def build(name: str, n_tasks: int):
-    hparams = {"weights": [1.0] * n_tasks} if name == "fixed" else {}
-    return optim.get(name, **hparams)
+    return optim.get(name, **optim.method_class(name).example_hparams(n_tasks))
 
 
 def image_batches(n_batches: int = 8, batch: int = 8, n_tasks: int = 3, seed: int = 0):
@@ -67,7 +66,8 @@ def test_toy_problem_of_drmgf(name, level):
 def test_the_toy_experiment_accepts_every_method():
     settings = ToySettings(methods=(), steps=20, n_inits=1, lr=0.01)
     for name in optim.available():
-        if name in ("fixed", "rotograd"):  # needs weights / feature level (the toy runs at parameter level)
+        cls = optim.method_class(name)
+        if "parameter" not in cls.levels or cls.example_hparams(2):  # the toy runs at parameter level, no options
             continue
         frame, _ = run_toy(ToyMethod(name, name), sample_inits(1, 0)[0], settings)
         assert frame["f1"].notna().all()

@@ -18,7 +18,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from deconflict.data.dense import MTANDataset
+from deconflict.data.mtan import MTANDataset
+from deconflict.tasks import SemanticSegmentation
 from deconflict.errors import DatasetError
 from deconflict.numerics import all_finite
 
@@ -48,10 +49,13 @@ def verify_dataset(cls: type[MTANDataset], root: str | Path, *, public: bool = T
                 problems.append(f"{split}/{index}: size {tuple(image.shape[-2:])}, the public release is {cls.size}.")
             if index % step:
                 continue
-            label = targets["segmentation"]
-            bad = label[(label != -1) & ((label < 0) | (label >= cls.num_classes))]
-            if bad.numel():
-                problems.append(f"{split}/{index}: labels {sorted(set(bad.tolist()))[:5]} outside -1, 0…{cls.num_classes - 1}.")
+            for task in dataset.tasks():
+                if isinstance(task, SemanticSegmentation):
+                    label = targets[task.name]
+                    bad = label[(label != task.ignore_index) & ((label < 0) | (label >= task.classes))]
+                    if bad.numel():
+                        problems.append(f"{split}/{index}: labels {sorted(set(bad.tolist()))[:5]} outside "
+                                        f"{task.ignore_index}, 0…{task.classes - 1}.")
             for name, tensor in [("image", image), *targets.items()]:
                 if tensor.is_floating_point() and not all_finite(tensor):
                     problems.append(f"{split}/{index}: {name} has NaN or Inf.")
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from deconflict.io import write_text
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("dataset", choices=[n for n, c in DATASETS.items() if issubclass(c, MTANDataset)])
     parser.add_argument("root", type=Path)
     parser.add_argument("--any-size", action="store_true", help="do not require the public counts and size")
     parser.add_argument("--write-manifest", type=Path, help="write sha256sum-style hashes of every file here")

@@ -1,22 +1,42 @@
 """Layer 3 — architectures (``deconflict.models``). Every model is a :class:`MultiTaskModel`.
 
+Models are found by name::
+
+    >>> from deconflict import models
+    >>> models.available()
+    ['cross_stitch', 'drmgf_toy', 'mtan', 'single', 'split']
+    >>> model = models.get("mtan", tasks={"segmentation": 13, "depth": 1, "normal": 3}, width=0.25)
+
 Dense prediction (NYUv2, CityScapes): :class:`SegNetSingle`, :class:`SegNetSplit`,
-:class:`SegNetMTAN` and :class:`CrossStitchSegNet`, with the MTAN lineage's losses
-(:class:`DenseLoss`); :data:`DENSE_MODELS` maps their names in params files to the classes.
+:class:`SegNetMTAN` and :class:`CrossStitchSegNet` (their tasks' losses and activations come from
+:mod:`deconflict.tasks`); DR-MGF's two-task toy network :class:`DRMGFToy`. A new architecture
+registers itself with ``@models.register("name")`` in its own module (CONTRIBUTING.md).
 """
 
-from deconflict.models.base import MultiTaskModel
+from __future__ import annotations
+
+from typing import Any
+
+from deconflict.models.base import MODELS, MultiTaskModel, register
+
+# importing the modules registers their models
 from deconflict.models.cross_stitch import CrossStitchSegNet
-from deconflict.models.losses import DenseLoss, depth_loss, normal_loss, segmentation_loss
 from deconflict.models.mtan import SegNetMTAN
 from deconflict.models.segnet import FILTERS, SegNetBackbone, SegNetSingle, SegNetSplit
 from deconflict.models.toy import DRMGFToy, toy_objective, toy_task_optima
 
-#: the dense models by the name params files use (``single`` is built once per task)
-DENSE_MODELS = {"single": SegNetSingle, "split": SegNetSplit, "mtan": SegNetMTAN, "cross_stitch": CrossStitchSegNet}
+
+def available() -> list[str]:
+    """The registered model names."""
+    return MODELS.available()
+
+
+def get(name: str, **kwargs: Any) -> MultiTaskModel:
+    """Build the model registered under ``name`` (e.g. ``tasks=...``, ``width=...``)."""
+    return MODELS[name](**kwargs)
+
 
 __all__ = [
-    "DENSE_MODELS", "FILTERS", "CrossStitchSegNet", "DRMGFToy", "DenseLoss", "MultiTaskModel", "SegNetBackbone",
-    "SegNetMTAN", "SegNetSingle", "SegNetSplit", "depth_loss", "normal_loss", "segmentation_loss",
-    "toy_objective", "toy_task_optima",
+    "FILTERS", "MODELS", "CrossStitchSegNet", "DRMGFToy", "MultiTaskModel", "SegNetBackbone", "SegNetMTAN",
+    "SegNetSingle", "SegNetSplit", "available", "get", "register", "toy_objective", "toy_task_optima",
 ]

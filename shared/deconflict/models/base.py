@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from deconflict.errors import ConfigError
+from deconflict import tasks as task_registry
+from deconflict.errors import ConfigError, UnknownNameError
+from deconflict.registry import Registry
+from deconflict.tasks import Task
 
-__all__ = ["MultiTaskModel"]
+__all__ = ["MODELS", "MultiTaskModel", "register"]
+
+#: every model class (or factory), by name: ``deconflict.models.get(name, **kwargs)``
+MODELS: Registry[Any] = Registry("model", error=UnknownNameError)
+
+
+def register(name: str, *aliases: str):
+    """Class decorator: make a model available to ``deconflict.models.get(name, ...)`` and to run definitions."""
+    return MODELS.register(name, *aliases)
 
 
 class MultiTaskModel(nn.Module):
     """A model with a shared part, task-specific parts and a shared representation.
 
-    Subclasses define ``task_names`` and implement:
+    Subclasses set their tasks with :meth:`set_tasks` (``tasks``: :class:`~deconflict.tasks.Task`
+    objects, which say each output's channels and activation; ``task_names`` follows) and implement:
 
     * :meth:`encode` — the shared part: inputs → shared representation z;
     * :meth:`decode` — the task-specific part: z → ``{task_name: output}``;
@@ -27,9 +39,23 @@ class MultiTaskModel(nn.Module):
     """
 
     task_names: tuple[str, ...] = ()
+    tasks: tuple[Task, ...] = ()
     #: whether :meth:`decode_tasks` accepts per-task views of the representation (RotoGrad's
     #: rotations); models whose representation has no channel dimension to rotate set it False
     supports_task_views: bool = True
+
+    def set_tasks(self, tasks: Iterable[Task] | Mapping[str, Task | int]) -> tuple[Task, ...]:
+        """Store the model's tasks (Task objects, or name → output channels) and their names."""
+        self.tasks = task_registry.resolve(tasks)
+        self.task_names = tuple(task.name for task in self.tasks)
+        return self.tasks
+
+    def task(self, name: str) -> Task:
+        """The task called ``name``."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise ConfigError(f"{type(self).__name__} has no task {name!r}; its tasks are {list(self.task_names)}.")
 
     def encode(self, inputs: Any) -> Tensor:
         raise NotImplementedError

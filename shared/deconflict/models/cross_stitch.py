@@ -27,15 +27,16 @@ at feature level they get the sum of the task gradients (:meth:`downstream_share
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from deconflict.errors import ConfigError, ShapeError
-from deconflict.models.base import MultiTaskModel
+from deconflict.models.base import MultiTaskModel, register
+from deconflict.tasks import Task
 from deconflict.models.segnet import (
-    EXTRA_BLOCKS, SegNetBackbone, check_image, check_tasks, init_segnet, scaled_filters, task_head, task_output,
+    EXTRA_BLOCKS, SegNetBackbone, check_image, init_segnet, scaled_filters, task_head,
 )
 
 __all__ = ["CrossStitchSegNet", "STITCH_FORMS"]
@@ -44,22 +45,22 @@ STITCH_FORMS = ("matrix", "mtan_code")
 STAGES = len(EXTRA_BLOCKS)
 
 
+@register("cross_stitch")
 class CrossStitchSegNet(MultiTaskModel):
     """T SegNet columns joined by cross-stitch units (see the module docstring)."""
 
     supports_task_views = False
 
-    def __init__(self, tasks: Mapping[str, int], width: float = 1.0, stitch: str = "matrix") -> None:
+    def __init__(self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0, stitch: str = "matrix") -> None:
         super().__init__()
         if stitch not in STITCH_FORMS:
             raise ConfigError(f"cross-stitch form must be one of {', '.join(STITCH_FORMS)}, got {stitch!r}.")
-        self.tasks = check_tasks(tasks)
-        self.task_names = tuple(self.tasks)
+        self.set_tasks(tasks)
         self.stitch = stitch
         n = len(self.task_names)
         filters = scaled_filters(width)
         self.columns = nn.ModuleList([SegNetBackbone(filters) for _ in self.task_names])
-        self.heads = nn.ModuleDict({task: task_head(filters[0], c) for task, c in self.tasks.items()})
+        self.heads = nn.ModuleDict({task.name: task_head(filters[0], task.channels) for task in self.tasks})
         init_segnet(self, conv_init="xavier_uniform")
         # locations 0–3: after encoder stages 0–3; 4–7: before decoder steps 0–3; the last unit
         # (before decoder step 4) is kept apart because its rows are task-specific
@@ -118,7 +119,7 @@ class CrossStitchSegNet(MultiTaskModel):
         outputs = {}
         for t, (task, column) in enumerate(zip(self.task_names, self.columns)):
             _, feature = column.decode_stage(0, self._mix(weights, maps, t), self._indices[t])
-            outputs[task] = task_output(task, self.heads[task](feature))
+            outputs[task] = self.task(task).output(self.heads[task](feature))
         return outputs
 
     # -- parameter groups ----------------------------------------------------------------------

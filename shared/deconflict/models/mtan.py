@@ -16,9 +16,11 @@ CityScapes.
 
 Which parameters are shared. The backbone and the ten shared blocks f_s, g_s (35,163,456 at full
 width) are shared; the gates and heads are task-specific. This is the split of the CAGrad,
-Recon and DR-MGF code, which the gradient methods act on. (The Nash-MTL code also counts the
-other tasks' gates as "shared"; its per-task gradients of them are zero, so the split changes
-nothing but the Jacobian's width.)
+Recon and DR-MGF code, which the gradient methods act on. The Nash-MTL / FAMO code counts every
+parameter but the heads as "shared", so every task's gates enter the Jacobian: task t's row is
+zero on the other tasks' gates, but its own gates add to the Gramian's diagonal ‖g_t‖², which
+changes the weights of Gramian-based methods (Nash-MTL's α, IMTL-G's, MGDA's). That split is
+``TrainConfig(shared="all_but_heads")`` (:meth:`head_parameters` are the heads alone).
 
 The shared representation. The task branches read twenty backbone maps (first/last block of each
 encoder stage, input/output of each decoder stage), so there is no single shared tensor: the
@@ -32,18 +34,18 @@ not defined for this concatenation: use :class:`~deconflict.models.SegNetSplit` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deconflict.errors import ShapeError
-from deconflict.models.base import MultiTaskModel
+from deconflict.models.base import MultiTaskModel, register
 from deconflict.models.segnet import (
-    EXTRA_BLOCKS, BackboneFeatures, SegNetBackbone, _HeadsMixin, check_tasks, conv_block, init_segnet,
-    scaled_filters, task_head,
+    EXTRA_BLOCKS, BackboneFeatures, SegNetBackbone, _HeadsMixin, conv_block, init_segnet, scaled_filters,
 )
+from deconflict.tasks import Task
 
 __all__ = ["SegNetMTAN", "attention_gate"]
 
@@ -58,15 +60,15 @@ def attention_gate(cin: int, channels: int) -> nn.Sequential:
     )
 
 
+@register("mtan")
 class SegNetMTAN(_HeadsMixin, MultiTaskModel):
     """SegNet-MTAN (Liu et al. 2019); see the module docstring for the architecture and the splits."""
 
     supports_task_views = False
 
-    def __init__(self, tasks: Mapping[str, int], width: float = 1.0) -> None:
+    def __init__(self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0) -> None:
         super().__init__()
-        self.tasks = check_tasks(tasks)
-        self.task_names = tuple(self.tasks)
+        self.set_tasks(tasks)
         filters = scaled_filters(width)
         self.backbone = SegNetBackbone(filters)
         below = [filters[max(s - 1, 0)] for s in range(STAGES)]  # width of decoder stage s's output
@@ -82,7 +84,7 @@ class SegNetMTAN(_HeadsMixin, MultiTaskModel):
             task: nn.ModuleList([attention_gate(filters[s] + below[s], below[s]) for s in range(STAGES)])
             for task in self.task_names
         })
-        self.heads = nn.ModuleDict({task: task_head(filters[0], n) for task, n in self.tasks.items()})
+        self.heads = self._make_heads(filters[0])
         self._layout: list[torch.Size] | None = None
         init_segnet(self)
 

@@ -8,7 +8,8 @@ The NYUv2 / CityScapes tables of DR-MGF (Table 6), Recon (Tables 3, 5, 15, 16), 
   width plus 1 (stages 0, 1) or 2 (stages 2–4) more, then 2×2 max-pooling *with indices*;
   the decoder mirrors it with max-unpooling at the stored indices;
 * a task head is conv 3×3 64→64 then conv 1×1 64→C, with nothing between them;
-* outputs: segmentation log-probabilities (``log_softmax``), raw depth, L2-normalised normals;
+* outputs: each task's activation (:meth:`deconflict.tasks.Task.output`: segmentation
+  log-probabilities, raw depth, L2-normalised normals);
 * init: Xavier-normal conv weights, zero biases, BatchNorm weight 1 and bias 0.
 
 Parameter counts at full width (checked in the tests against the papers' printed sizes):
@@ -18,7 +19,7 @@ split NYUv2 25,055,185 = 95.58 MiB, CityScapes 25,017,672 = 95.43 MiB (Recon's "
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,19 +27,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deconflict.errors import ConfigError, InvalidHyperparameterError, ShapeError
-from deconflict.models.base import MultiTaskModel
+from deconflict.models.base import MultiTaskModel, register
+from deconflict.tasks import Task
 
 __all__ = [
     "FILTERS", "SegNetBackbone", "SegNetSingle", "SegNetSplit", "BackboneFeatures",
-    "conv_block", "task_head", "task_output", "init_segnet", "scaled_filters", "check_tasks",
+    "conv_block", "task_head", "init_segnet", "scaled_filters",
 ]
 
 #: filters of the five encoder stages at full width
 FILTERS = (64, 128, 256, 512, 512)
 #: extra conv blocks after the first one of each stage (encoder and decoder)
 EXTRA_BLOCKS = (1, 1, 2, 2, 2)
-#: how the output of each known task is activated
-OUTPUT_KINDS = ("segmentation", "depth", "normal")
 
 
 def scaled_filters(width: float) -> tuple[int, ...]:
@@ -46,21 +46,6 @@ def scaled_filters(width: float) -> tuple[int, ...]:
     if not isinstance(width, (int, float)) or not 0 < width <= 4:
         raise InvalidHyperparameterError(f"SegNet width must be a number in (0, 4], got {width!r} (1 = the papers' size).")
     return tuple(max(1, round(f * width)) for f in FILTERS)
-
-
-def check_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
-    """``tasks`` maps a task name (segmentation, depth, normal) to its number of output channels."""
-    tasks = dict(tasks)
-    if not tasks:
-        raise ConfigError("a SegNet needs at least one task, e.g. {'segmentation': 13, 'depth': 1, 'normal': 3}.")
-    for name, channels in tasks.items():
-        if name not in OUTPUT_KINDS:
-            raise ConfigError(f"unknown dense task {name!r}; the tasks are {', '.join(OUTPUT_KINDS)}.")
-        if not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"task {name!r} needs a positive integer number of output channels, got {channels!r}.")
-    if tasks.get("normal", 3) != 3:
-        raise ConfigError(f"surface normals have 3 channels, got {tasks['normal']}.")
-    return tasks
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -71,19 +56,6 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 def task_head(channels: int, outputs: int) -> nn.Sequential:
     """conv 3×3 channels→channels then conv 1×1 channels→outputs (no normalisation or activation between)."""
     return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, outputs, 1))
-
-
-def task_output(task: str, logits: Tensor) -> Tensor:
-    """Segmentation: log-probabilities over classes; depth: as is; normals: unit vectors.
-
-    The MTAN code divides the normals by their norm without a floor; ``F.normalize`` floors the
-    norm at 1e-12, which differs only for an exactly zero prediction (NaN there in the original).
-    """
-    if task == "segmentation":
-        return F.log_softmax(logits, dim=1)
-    if task == "normal":
-        return F.normalize(logits, p=2, dim=1)
-    return logits
 
 
 def init_segnet(module: nn.Module, conv_init: str = "xavier_normal") -> None:
@@ -186,13 +158,17 @@ class _HeadsMixin:
     heads: nn.ModuleDict
     task_names: tuple[str, ...]
 
+    def _make_heads(self, channels: int) -> nn.ModuleDict:
+        return nn.ModuleDict({task.name: task_head(channels, task.channels) for task in self.tasks})
+
     def _head(self, task: str, feature: Tensor) -> Tensor:
-        return task_output(task, self.heads[task](feature))
+        return self.task(task).output(self.heads[task](feature))
 
     def head_parameters(self) -> list[list[nn.Parameter]]:
         return [list(self.heads[task].parameters()) for task in self.task_names]
 
 
+@register("split")
 class SegNetSplit(_HeadsMixin, MultiTaskModel):
     """Multi-task SegNet with hard parameter sharing ("split" / "standard"): one backbone, one head per task.
 
@@ -201,13 +177,11 @@ class SegNetSplit(_HeadsMixin, MultiTaskModel):
     MGDA-UB and of the feature-level methods). Last shared layer: the last decoder block.
     """
 
-    def __init__(self, tasks: Mapping[str, int], width: float = 1.0) -> None:
+    def __init__(self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0) -> None:
         super().__init__()
-        self.tasks = check_tasks(tasks)
-        self.task_names = tuple(self.tasks)
+        self.set_tasks(tasks)
         self.backbone = SegNetBackbone(scaled_filters(width))
-        channels = self.backbone.filters[0]
-        self.heads = nn.ModuleDict({task: task_head(channels, n) for task, n in self.tasks.items()})
+        self.heads = self._make_heads(self.backbone.filters[0])
         init_segnet(self)
 
     def encode(self, inputs: Tensor) -> Tensor:
@@ -229,11 +203,14 @@ class SegNetSplit(_HeadsMixin, MultiTaskModel):
         return list(self.backbone.last_block().parameters())
 
 
+@register("single")
 class SegNetSingle(SegNetSplit):
     """Single-task SegNet (the "Independent" / "Single-task" / "STL" rows): backbone + one head.
 
     It is a one-task :class:`SegNetSplit`, so it trains with the same engine.
     """
 
-    def __init__(self, task: str, outputs: int, width: float = 1.0) -> None:
-        super().__init__({task: outputs}, width=width)
+    def __init__(self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0) -> None:
+        super().__init__(tasks, width=width)
+        if len(self.tasks) != 1:
+            raise ConfigError(f"a single-task SegNet takes exactly one task, got {list(self.task_names)}.")

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from deconflict.errors import InvalidHyperparameterError, ShapeError
-from deconflict.models.base import MultiTaskModel
+from deconflict.models.base import MultiTaskModel, register
 
 __all__ = ["DRMGFToy", "toy_objective", "toy_task_optima", "TOY_PARAMETER_NAMES"]
 
@@ -21,6 +21,7 @@ def _signed(weight: Tensor) -> Tensor:
     return torch.sign(weight) * torch.abs(weight)
 
 
+@register("drmgf_toy")
 class DRMGFToy(MultiTaskModel):
     """Two tasks sharing two filters, Eq. (A.1) of DR-MGF:
 

@@ -88,6 +88,17 @@ class Method:
     needs: ClassVar[frozenset[str]] = frozenset()
     #: learnable parameters that join the model's optimizer (UW, IMTL-L); others train themselves
     trained_with_model: ClassVar[bool] = False
+    #: properties the method's paper claims, which the test suite checks on every method that declares
+    #: them (tests/optim/test_aggregator_properties.py): ``homogeneous`` (d(sJ) = s·d(J), s > 0),
+    #: ``scale_invariant`` (d(sJ) = d(J)), ``permutation_invariant`` (the order of the tasks does not
+    #: matter), ``non_conflicting`` (⟨g_t, d⟩ ≥ 0 for every task)
+    claims: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def example_hparams(cls, n_tasks: int) -> dict[str, Any]:
+        """Hyperparameters that make a valid instance for ``n_tasks`` tasks (for tests and listings;
+        empty unless the method has required ones, e.g. fixed weights)."""
+        return {}
 
     def __init__(self) -> None:
         self.calls = 0

@@ -6,57 +6,34 @@ from typing import Any, TypeVar
 
 from deconflict.errors import InvalidHyperparameterError, UnknownMethodError
 from deconflict.optim._base import Method
+from deconflict.registry import Registry
 
-__all__ = ["register", "available", "get", "method_class", "canonical_name"]
+__all__ = ["METHODS", "register", "available", "get", "method_class", "canonical_name"]
 
-_REGISTRY: dict[str, type[Method]] = {}
-_ALIASES: dict[str, str] = {}
+#: every registered method class, by name
+METHODS: Registry[type[Method]] = Registry("method", error=UnknownMethodError)
 
 M = TypeVar("M", bound=type[Method])
 
 
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
-
-
 def register(*aliases: str):
     """Class decorator: register a method under its ``name`` and any ``aliases``."""
-
-    def decorate(cls: M) -> M:
-        key = _normalise(cls.name)
-        if not key or key in _REGISTRY:
-            raise RuntimeError(f"cannot register method {cls.__name__} under {cls.name!r}")
-        _REGISTRY[key] = cls
-        for alias in aliases:
-            _ALIASES[_normalise(alias)] = key
-        return cls
-
-    return decorate
+    return METHODS.register(None, *aliases)
 
 
 def available(category: str | None = None) -> list[str]:
     """Sorted names of the registered methods (optionally only ``aggregator`` or ``weighting``)."""
-    return sorted(key for key, cls in _REGISTRY.items() if category in (None, cls.category))
+    return [name for name, cls in METHODS.items() if category in (None, cls.category)]
 
 
 def canonical_name(name: str) -> str:
     """The registered name for ``name`` or one of its aliases; unknown names raise."""
-    if not isinstance(name, str):
-        raise UnknownMethodError(f"method name must be a string, got {name!r}; valid names: {', '.join(available())}.")
-    key = _normalise(name)
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise UnknownMethodError(
-            f"unknown method {name!r}; valid names: {', '.join(available())}"
-            + (f" (aliases: {', '.join(sorted(_ALIASES))})" if _ALIASES else "")
-            + "."
-        )
-    return key
+    return METHODS.canonical(name)
 
 
 def method_class(name: str) -> type[Method]:
     """The class registered under ``name`` (or an alias)."""
-    return _REGISTRY[canonical_name(name)]
+    return METHODS[name]
 
 
 def get(name: str, **hparams: Any) -> Method:

@@ -56,6 +56,7 @@ class AlignedMTL(GramianAggregator):
     """
 
     name = "aligned_mtl"
+    claims = frozenset({"homogeneous", "permutation_invariant"})
     paper = "Senushkin et al. 2023, Independent Component Alignment for Multi-Task Learning (CVPR)"
     equation = "Alg. 1: G = VΛVᵀ, B = √λ_min VΛ^{-1/2}Vᵀ, d = Jᵀ B w (w = 1)"
 

@@ -67,6 +67,7 @@ class CAGrad(GramianAggregator):
     """
 
     name = "cagrad"
+    claims = frozenset({"homogeneous", "permutation_invariant"})
     paper = "Liu et al. 2021, Conflict-Averse Gradient Descent for Multi-task Learning (NeurIPS)"
     equation = "Eq. (4), Alg. 1: d = g0 + √φ g_w/‖g_w‖, w = argmin_{w∈Δ} g_wᵀg0 + √φ‖g_w‖, φ = c²‖g0‖²"
     exact_gramian = True

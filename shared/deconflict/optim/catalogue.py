@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from deconflict.optim._registry import _ALIASES, available, method_class
+from deconflict.optim._registry import METHODS, available, method_class
 
 __all__ = ["catalogue_rows", "catalogue_markdown", "BEGIN", "END"]
 
@@ -32,7 +32,7 @@ def catalogue_rows() -> list[dict[str, str]]:
     rows = []
     for name in available():
         cls = method_class(name)
-        aliases = sorted(alias for alias, target in _ALIASES.items() if target == name and alias != name)
+        aliases = sorted(alias for alias, target in METHODS.aliases().items() if target == name)
         hparams = ", ".join(f"`{key}={_value(value)}`" for key, value in cls.hyperparameters().items()) or "—"
         rows.append({
             "method": f"`{name}`" + (f" ({', '.join(aliases)})" if aliases else ""),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -54,6 +56,10 @@ class FixedWeights(LossWeighting):
     name = "fixed"
     paper = "Manually tuned weights (task-priority paper, Jeong & Yoon 2024, baseline)"
     equation = "L = Σ_t w_t L_t with w fixed"
+
+    @classmethod
+    def example_hparams(cls, n_tasks: int) -> dict[str, Any]:
+        return {"weights": [1.0] * n_tasks}
 
     def __init__(self, weights: tuple[float, ...] | list[float] = ()) -> None:
         super().__init__()

@@ -46,6 +46,7 @@ class GradDrop(RandomMixin, Aggregator):
     """
 
     name = "graddrop"
+    claims = frozenset({"homogeneous"})
     paper = "Chen et al. 2020, Just Pick a Sign: Gradient Sign Dropout (NeurIPS)"
     equation = "Eq. (1)-(2), Alg. 1: P = ½(1 + Σ∇_i/Σ|∇_i|), keep sign + if P > U, Σ_i (ℓ_i + (1−ℓ_i)M_i)∇_i"
     stateful = True  # its random generator

@@ -41,6 +41,7 @@ class GradVac(RandomMixin, Aggregator):
     """
 
     name = "gradvac"
+    claims = frozenset({"homogeneous"})
     paper = "Wang et al. 2021, Gradient Vaccine (ICLR)"
     equation = "Alg. 1, Eq. (3)-(4): g_i += ‖g_i‖(φ̂√(1−φ²) − φ√(1−φ̂²))/(‖g_j‖√(1−φ̂²)) g_j if φ < φ̂; φ̂ ← (1−β)φ̂ + βφ"
     stateful = True

@@ -44,6 +44,7 @@ class IMTLG(GramianAggregator):
     """
 
     name = "imtl_g"
+    claims = frozenset({"homogeneous", "permutation_invariant"})
     paper = "Liu et al. 2021, Towards Impartial Multi-task Learning (ICLR)"
     equation = "Sec. 3.2, Eq. (9)-(11): d = Σα_t g_t, Σα = 1, d·u_1 = d·u_t; α_{2:T} = g_1Uᵀ(DUᵀ)⁻¹"
 

@@ -35,6 +35,7 @@ class MGDA(GramianAggregator):
     """
 
     name = "mgda"
+    claims = frozenset({"homogeneous", "permutation_invariant", "non_conflicting"})
     paper = "Sener & Koltun 2018, Multi-Task Learning as Multi-Objective Optimization (NeurIPS)"
     equation = "Eq. (3): min_{α∈Δ} ‖Σ_t α_t g_t‖²; MGDA-UB Eq. (7) at feature level"
 

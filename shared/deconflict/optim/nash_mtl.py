@@ -167,6 +167,7 @@ class NashMTL(GramianAggregator):
     """
 
     name = "nash_mtl"
+    claims = frozenset({"scale_invariant", "permutation_invariant"})
     paper = "Navon et al. 2022, Multi-Task Learning as a Bargaining Game (ICML)"
     equation = "Eq. (2), Claim 3.1: d = Σ α_i g_i with GᵀG α = 1/α (α_i⟨g_i, d⟩ = 1)"
     stateful = True

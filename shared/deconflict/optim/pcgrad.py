@@ -33,6 +33,7 @@ class PCGrad(RandomMixin, GramianAggregator):
     """
 
     name = "pcgrad"
+    claims = frozenset({"homogeneous"})
     paper = "Yu et al. 2020, Gradient Surgery for Multi-Task Learning (NeurIPS)"
     equation = "Alg. 1: g_i ← g_i − (g_i·g_j / ‖g_j‖²) g_j if g_i·g_j < 0; Δθ = Σ_i g_i^PC"
     stateful = True  # its random generator

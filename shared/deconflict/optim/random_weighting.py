@@ -92,6 +92,7 @@ class RGW(_RandomWeightsBase, GramianAggregator):
     """
 
     name = "rgw"
+    claims = frozenset({"homogeneous"})
     paper = "Lin et al. 2022, Reasonable Effectiveness of Random Weighting (TMLR)"
     equation = "Sec. 3: d = Σ_t λ_t g_t, λ = softmax(λ̃), λ̃ ~ N(0, I), redrawn every step"
     stateful = True

@@ -59,6 +59,7 @@ class RotoGrad(Aggregator):
     """
 
     name = "rotograd"
+    claims = frozenset({"homogeneous"})
     paper = "Javaloy & Valera 2022, RotoGrad: Gradient Homogenization in Multitask Learning (ICLR)"
     equation = "Sec. 4-5: z_k = R_k z; ∇z = Σ_k C g_k/‖g_k‖, C = Σα_k‖g_k‖; R_k ← argmin ‖R_k v − ∇_{z_k}L_k‖²"
     levels = ("feature",)

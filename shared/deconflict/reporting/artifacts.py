@@ -1,4 +1,10 @@
-"""Writing a notebook's tables, figures and metrics as separate files, atomically, with a manifest."""
+"""Writing a notebook's tables, figures and metrics as separate files, atomically, with a manifest.
+
+Besides the artifacts in its output folder, a rendered table also writes the two files its DVC stage
+declares: ``metrics`` (a JSON of each reproduced row's headline numbers, for ``dvc metrics show`` /
+``diff`` and ``dvc exp show``) and ``plots`` (a tidy CSV ``x, row, series, value`` for ``dvc plots
+show``), at the paths the stage passes in.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ class ArtifactWriter:
         paper: the paper's slug (e.g. ``drmgf``).
         profile: ``smoke`` or ``full`` — which settings made these results.
         title: a one-line description for the index.
+        metrics_path: where to write the DVC metrics file (None: not written).
+        plots_path: where to write the DVC plots file (None: not written).
     """
 
     out_dir: str | Path | None
@@ -36,6 +44,8 @@ class ArtifactWriter:
     paper: str
     profile: str
     title: str = ""
+    metrics_path: str | Path | None = None
+    plots_path: str | Path | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -75,6 +85,21 @@ class ArtifactWriter:
             return
         write_json(self._path(name, ".json"), _json_safe(values))
         self.artifacts.append({"kind": "metrics", "name": name, "caption": "metrics", "files": [f"{name}.json"]})
+
+    def dvc_metrics(self, values: dict[str, Any]) -> None:
+        """Write the stage's DVC metrics (nested mappings of numbers; NaN becomes null)."""
+        if self.enabled and self.metrics_path is not None:
+            write_json(self.metrics_path, _json_safe(values))
+
+    def dvc_plot(self, frame: pd.DataFrame) -> None:
+        """Write the stage's DVC plot data: columns ``x``, ``row``, ``series``, ``value``."""
+        if not self.enabled or self.plots_path is None:
+            return
+        missing = {"x", "row", "series", "value"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"plot data lacks the column(s) {sorted(missing)}")
+        with atomic_path(self.plots_path) as tmp:
+            frame[["x", "row", "series", "value"]].to_csv(tmp, index=False, float_format="%.9g")
 
     def close(self) -> None:
         """Write ``manifest.json``: what was produced, by which notebook, with which profile."""

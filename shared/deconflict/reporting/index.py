@@ -14,7 +14,7 @@ from deconflict.errors import ConfigError
 from deconflict.reporting.artifacts import MANIFEST_NAME, read_manifest
 from deconflict.reporting.style import profile_note
 
-__all__ = ["Entry", "collect", "render_markdown", "render_html"]
+__all__ = ["Entry", "collect", "discover", "render_markdown", "render_html"]
 
 
 @dataclass
@@ -24,6 +24,14 @@ class Entry:
     folder: Path  # the notebook's output folder
     manifest: dict[str, Any]
     executed: Path | None  # the executed notebook, if found
+
+
+def discover(papers_dir: Path) -> list[Path]:
+    """Every rendered table's or figure's output folder (``<paper>/outputs/<table>/``), sorted."""
+    folders = sorted(path.parent for path in Path(papers_dir).glob(f"*/outputs/*/{MANIFEST_NAME}"))
+    if not folders:
+        raise ConfigError(f"no rendered table or figure under {papers_dir}/*/outputs/: run `dvc repro`.")
+    return folders
 
 
 def collect(papers_dir: Path, output_dirs: list[Path]) -> list[Entry]:

@@ -10,7 +10,7 @@ from torch import Tensor
 from deconflict.grad import BackwardResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deconflict.train.engine import Trainer
+    from deconflict.train.loop import Trainer
 
 __all__ = ["Callback", "StepOutput"]
 
@@ -22,7 +22,7 @@ class StepOutput:
     epoch: int  # 0-based epoch
     step: int  # global step, 1-based, counted after the step
     losses: Tensor  # [T] task losses before weighting
-    weights: Tensor | None  # [T] loss weights, if a loss weighting was used
+    weights: Tensor | None  # [T] loss weights, if the update rule used any
     backward: BackwardResult | None  # Jacobian and direction, if an aggregator was used
     outputs: dict[str, Tensor] | None = None  # the model's outputs on the batch (for training metrics)
     targets: Any = None  # the batch's targets
@@ -41,7 +41,11 @@ class Callback:
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
 
-    def on_fit_end(self, trainer: "Trainer") -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        """Called when every epoch is done."""
+
+    def on_fit_exit(self, trainer: "Trainer") -> None:
+        """Called when ``fit`` returns or raises (release files, loggers)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

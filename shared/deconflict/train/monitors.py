@@ -23,7 +23,7 @@ from deconflict.io import atomic_path
 from deconflict.train.callbacks import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deconflict.train.engine import Trainer
+    from deconflict.train.loop import Trainer
 
 __all__ = ["GradientMonitor", "layer_slices"]
 

@@ -1,0 +1,184 @@
+"""Training one run of any family: every seed, checkpointed and resumable, then its summary.
+
+:func:`train_seed` trains one seed with the engine, evaluating every epoch on the test split (every
+metric at every averaging its task supports, so each paper's table can pick the one its numbers
+used) and recording the training metrics of the same epoch. :func:`train_run` trains every seed of
+the profile into a run folder — ``metrics.csv`` (tidy, every epoch), ``curves.csv`` (for ``dvc plots
+show``) and ``summary.json`` (what defines the run, the profile, the model's size and the mean of the
+last epochs per seed and over seeds) — with checkpoints in a work folder, so that a killed run
+started again resumes and ends with the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from deconflict import data
+from deconflict.errors import ConfigError
+from deconflict.experiments.evaluation import Evaluator
+from deconflict.experiments.runs import prune_runs, run_key
+from deconflict.experiments.settings import TrainingSettings
+from deconflict.experiments.spec import RunSpec
+from deconflict.io import read_json, write_csv, write_json
+from deconflict.tasks import TaskLoss
+from deconflict.train import Callback, TrainConfig, Trainer, seed_everything
+
+__all__ = [
+    "train_seed", "train_run", "summarise_run", "load_run", "model_size", "fp32_mib", "curves", "RUN_FILES",
+]
+
+#: what a finished run folder holds
+RUN_FILES = ("summary.json", "metrics.csv", "curves.csv")
+
+
+def fp32_mib(parameters: int) -> float:
+    """The size in MiB of ``parameters`` fp32 numbers (Recon's "#P (MB)")."""
+    return parameters * 4 / 2**20
+
+
+def model_size(spec: RunSpec, settings: TrainingSettings) -> dict[str, float]:
+    """Parameter counts of the run's model under ``settings`` and their fp32 size in MiB (built on
+    the meta device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = spec.build_model(**settings.model_options)
+    total = sum(p.numel() for p in model.parameters())
+    return {"parameters": total, "shared": sum(p.numel() for p in model.shared_parameters()), "mib": fp32_mib(total)}
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int,
+            limit: int | None) -> DataLoader:
+    if limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())
+
+
+def train_seed(spec: RunSpec, settings: TrainingSettings, seed: int, *, data_base: Path, work_dir: Path | None,
+               device: torch.device | str = "cpu", progress: bool = True, callbacks: Iterable[Callback] = (),
+               report: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Train ``spec`` with ``seed`` under ``settings``; return its tidy per-epoch metrics.
+
+    ``progress``: a progress bar per epoch; ``report``: receives one line after every epoch (test
+    metrics, time elapsed, ETA of the run). With a ``work_dir`` the run checkpoints every
+    ``checkpoint_every`` epochs and resumes from there when started again (the metrics of finished
+    epochs come back with the checkpoint).
+    """
+    dataset_cls = data.DATASETS[spec.dataset]
+    root = data_base / spec.dataset
+    train_set = dataset_cls(root, "train", augment=settings.augment, seed=seed)
+    test_set = dataset_cls(root, dataset_cls.test_split)
+    seed_everything(seed)
+    model = spec.build_model(**settings.model_options).to(device)
+    batch = settings.batch(spec.dataset)
+    optimizer = settings.build_optimizer(model.parameters(), spec.learning_rate)
+    scheduler = settings.build_scheduler(optimizer)
+    evaluator = Evaluator(
+        lambda: _loader(test_set, batch, False, seed, 0, settings.workers, settings.max_test_items),
+        spec.tasks, None if work_dir is None else work_dir / "metrics.csv", report=report,
+    )
+
+    def epoch_batches(epoch: int) -> DataLoader:
+        train_set.set_epoch(epoch)
+        return _loader(train_set, batch, True, seed, epoch, settings.workers, settings.max_train_items)
+
+    trainer = Trainer(
+        model, TaskLoss(spec.tasks), optimizer, spec.build_method(), scheduler=scheduler,
+        config=TrainConfig(epochs=settings.epochs, level=spec.level, shared=spec.shared,
+                           head_gradients=spec.head_gradients, jacobian_mode=settings.jacobian_mode,
+                           checkpoint_every=settings.checkpoint_every, progress=progress,
+                           log_every=settings.log_every),
+        run_dir=work_dir, callbacks=[evaluator, *callbacks],
+        fingerprint={"run": spec.to_dict(), "settings": asdict(settings), "seed": seed},
+    )
+    started = time.perf_counter()
+    trainer.fit(epoch_batches)
+    frame = pd.DataFrame(evaluator.rows)
+    frame.insert(0, "seed", seed)
+    if work_dir is not None:
+        write_json(work_dir / "timing.json", {"seconds": time.perf_counter() - started, "device": str(device)})
+    return frame
+
+
+def summarise_run(metrics: pd.DataFrame, last_k: int, split: str = "test") -> pd.DataFrame:
+    """Mean of the last ``last_k`` epochs per seed, then mean and std over seeds.
+
+    Returns one row per (task, metric, reduction) with columns ``mean``, ``std`` (0 with one seed),
+    ``seeds`` and one column per seed.
+    """
+    frame = metrics[metrics["split"] == split]
+    last_epoch = frame.groupby("seed")["epoch"].transform("max")
+    frame = frame[frame["epoch"] > last_epoch - last_k]
+    per_seed = frame.groupby(["task", "metric", "reduction", "seed"])["value"].mean().unstack("seed")
+    out = pd.DataFrame({"mean": per_seed.mean(axis=1),
+                        "std": per_seed.std(axis=1, ddof=1).fillna(0.0) if per_seed.shape[1] > 1 else 0.0,
+                        "seeds": per_seed.shape[1]})
+    for seed in per_seed.columns:
+        out[f"seed{seed}"] = per_seed[seed]
+    return out.reset_index()
+
+
+def curves(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch curves (mean over seeds): losses, and the test metrics at the global reduction."""
+    keep = (metrics["metric"] == "loss") | ((metrics["split"] == "test") & (metrics["reduction"] == "global"))
+    frame = metrics[keep].assign(column=lambda f: f["split"] + "/" + f["task"] + "/" + f["metric"])
+    return frame.pivot_table(index="epoch", columns="column", values="value", aggfunc="mean").reset_index()
+
+
+def train_run(spec: RunSpec, settings: TrainingSettings, seeds: Sequence[int], *, out: Path, work: Path,
+              data_base: Path, profile: str, device: torch.device | str = "cpu", progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every seed of ``spec`` into the run folder ``out`` (checkpoints under ``work``); return its summary.
+
+    Each seed's work folder is keyed by what defines it and the library's code version: a killed
+    run resumes its seeds, a changed one starts afresh, and stale folders are removed.
+    """
+    keys = {seed: f"seed{seed}-{run_key({'run': spec.to_dict(), 'settings': repr(settings), 'seed': seed})}"
+            for seed in seeds}
+    prune_runs(work, set(keys.values()))
+    frames = []
+    for seed, key in keys.items():
+        log(f"{spec.name}: seed {seed} ({profile} profile, {settings.epochs} epochs, device {device})")
+        frames.append(train_seed(spec, settings, seed, data_base=data_base, work_dir=work / key, device=device,
+                                 progress=progress,
+                                 report=lambda line, seed=seed: log(f"{spec.name} seed {seed}: {line}")))
+    metrics = pd.concat(frames, ignore_index=True)
+    summary = summarise_run(metrics, settings.last_k)
+    write_csv(out / "metrics.csv", metrics)
+    write_csv(out / "curves.csv", curves(metrics))
+    record = {
+        "name": spec.name,
+        "run": spec.to_dict(),
+        "family": spec.family.name,
+        "profile": profile,
+        "seeds": list(seeds),
+        "epochs": settings.epochs,
+        "last_k": settings.last_k,
+        "model_options": dict(settings.model_options),
+        "size": model_size(spec, settings),
+        "last_k_mean": summary.to_dict(orient="records"),
+    }
+    write_json(out / "summary.json", record)
+    test = summary[summary["reduction"] == "global"].set_index(["task", "metric"])["mean"]
+    log(f"{spec.name}: mean of the last {settings.last_k} epochs (test, global): "
+        + ", ".join(f"{task}/{metric} {value:.4g}" for (task, metric), value in test.items()))
+    return record
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A finished run folder's ``summary.json`` and tidy ``metrics.csv``, with a clear error if absent."""
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.csv"
+    if not summary_path.is_file() or not metrics_path.is_file():
+        raise ConfigError(
+            f"run {run_dir.name!r} has no results in {run_dir} (summary.json, metrics.csv): run `dvc repro` "
+            "(or `python pipelines/plan_runs.py --write` first if a paper's params added a run)."
+        )
+    return read_json(summary_path), pd.read_csv(metrics_path)

@@ -1,0 +1,163 @@
+"""What defines a training run, independent of the profile (which sets sizes, lengths and seeds).
+
+A :class:`RunSpec` names a dataset, a model, a method with its hyperparameters, the level and
+parameter split it acts on, and the learning rate. Its :attr:`~RunSpec.name` is the key every
+table uses, so a run needed by several papers' tables is trained once. Names and options are
+checked against the registries (datasets, models, methods, families) when a spec is built, so a
+typo in a params file fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from deconflict import data, models, optim
+from deconflict.config import reject_unknown
+from deconflict.errors import ConfigError
+from deconflict.experiments.families import Family, family_of
+from deconflict.tasks import Task
+from deconflict.train import TrainConfig, check_weights_task_gradients
+
+__all__ = ["RunSpec", "model_options_of", "dataset_tasks"]
+
+#: options a model takes from the profile's settings (not part of what defines a run)
+PROFILE_MODEL_OPTIONS = ("width",)
+
+
+def _format_number(value: Any) -> str:
+    """A number as it can appear in a run name and a DVC params path (no dot: 0.4 → 0p4)."""
+    text = format(value, "g") if isinstance(value, float) else str(value)
+    return text.replace(".", "p")
+
+
+def dataset_tasks(dataset: str) -> tuple[Task, ...]:
+    """The tasks of a registered dataset (unknown names list the valid ones)."""
+    return data.DATASETS[dataset].tasks()
+
+
+def model_options_of(model: str) -> list[str]:
+    """The keyword options of a registered model's constructor, other than its tasks."""
+    signature = inspect.signature(models.MODELS[model])
+    return [name for name, p in signature.parameters.items()
+            if name not in ("self", "tasks") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What defines a run (the profile decides sizes, lengths and seeds: :class:`~deconflict.experiments.TrainingSettings`).
+
+    Attributes:
+        dataset: a registered dataset (``deconflict.data.available()``); it decides the family.
+        model: a registered model of the family (``deconflict.models.available()``).
+        task: the task of a single-task model (the family's ``single_task_model``).
+        method: a registered :mod:`deconflict.optim` method (``equal`` = joint training).
+        hparams: the method's hyperparameters (e.g. CAGrad's ``c``).
+        level: ``parameter`` or ``feature`` (where the method takes per-task gradients).
+        lr: the optimizer's initial learning rate at full scale (None: the family's default).
+        model_options: constructor options of the model that define the run (e.g. ``{"stitch": "mtan_code"}``).
+        shared: ``model`` (the model's split: CAGrad / Recon / DR-MGF code) or ``all_but_heads``
+            (the Nash-MTL / FAMO code) — see :class:`~deconflict.train.TrainConfig`.
+        head_gradients: ``own`` or ``weighted`` (heads scaled by the aggregator's weights, as the
+            Nash-MTL / FAMO code's Σ α_t L_t does).
+    """
+
+    dataset: str
+    model: str
+    task: str | None = None
+    method: str = "equal"
+    hparams: tuple[tuple[str, Any], ...] = ()
+    level: str = "parameter"
+    lr: float | None = None
+    model_options: tuple[tuple[str, Any], ...] = ()
+    shared: str = "model"
+    head_gradients: str = "own"
+
+    def __post_init__(self) -> None:
+        family = self.family
+        if self.dataset not in data.DATASETS:
+            raise ConfigError(f"dataset {self.dataset!r} of family {family.name!r} is not registered.")
+        if self.model not in family.models:
+            raise ConfigError(f"unknown {family.name} model {self.model!r}; the models are {', '.join(family.models)}.")
+        single = self.model == family.single_task_model
+        if single != (self.task is not None):
+            raise ConfigError(f"a {family.single_task_model!r} model needs task: <one task>; the multi-task models take no task.")
+        names = [task.name for task in dataset_tasks(self.dataset)]
+        if self.task is not None and self.task not in names:
+            raise ConfigError(f"{self.dataset} has no task {self.task!r}; its tasks are {', '.join(names)}.")
+        if self.lr is not None and (not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1):
+            raise ConfigError(f"lr must be a number in (0, 1), got {self.lr!r}.")
+        if self.lr is not None and float(self.lr) == family.default_lr:  # one spelling per definition
+            object.__setattr__(self, "lr", None)
+        allowed = [o for o in model_options_of(self.model) if o not in PROFILE_MODEL_OPTIONS]
+        unknown = [key for key, _ in self.model_options if key not in allowed]
+        if unknown:
+            raise ConfigError(f"model {self.model!r} has no option(s) {unknown}; its options: {allowed or 'none'}.")
+        method = optim.get(self.method, **dict(self.hparams))  # an unknown method or a bad hyperparameter fails here
+        TrainConfig(level=self.level, shared=self.shared, head_gradients=self.head_gradients)  # valid values
+        if self.head_gradients == "weighted":
+            check_weights_task_gradients(method)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> RunSpec:
+        spec = dict(spec)
+        reject_unknown(spec, [f.name for f in fields(cls)], "run setting")
+        for key in ("hparams", "model_options"):
+            spec[key] = tuple(sorted(dict(spec.get(key) or {}).items()))
+        if spec.get("lr") is not None:
+            spec["lr"] = float(spec["lr"])
+        return cls(**spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (hparams and model options as mappings)."""
+        out = asdict(self)
+        out["hparams"] = dict(self.hparams)
+        out["model_options"] = dict(self.model_options)
+        defaults = {f.name: f.default for f in fields(self)}
+        return {key: value for key, value in out.items()
+                if key in ("dataset", "model") or value not in (defaults[key], {}, ())}
+
+    # -- what follows from it -----------------------------------------------------------------
+    @property
+    def family(self) -> Family:
+        return family_of(self.dataset)
+
+    @property
+    def learning_rate(self) -> float:
+        """The initial learning rate at full scale: the run's, or its family's default."""
+        return self.family.default_lr if self.lr is None else float(self.lr)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The tasks the run's model learns (one for a single-task model)."""
+        return tuple(t for t in dataset_tasks(self.dataset) if self.task is None or t.name == self.task)
+
+    @property
+    def name(self) -> str:
+        """A readable key, unique for each definition: e.g. ``nyuv2-mtan-cagrad-c0p4`` (c = 0.4)."""
+        parts = [self.dataset, self.model.replace("_", "")]
+        if self.task:
+            parts.append(self.task)
+        parts += [f"{key}_{_format_number(value)}" for key, value in self.model_options]
+        if self.method != "equal" or self.model != self.family.single_task_model:
+            parts.append(self.method.replace("_", ""))
+        parts += [f"{key}{_format_number(value)}" for key, value in self.hparams]
+        if self.level != "parameter":
+            parts.append(self.level)
+        if self.shared != "model":
+            parts.append(self.shared.replace("_", ""))
+        if self.head_gradients != "own":
+            parts.append(f"heads{self.head_gradients}")
+        if self.lr is not None:
+            parts.append(f"lr{_format_number(self.lr)}")
+        return "-".join(parts)
+
+    def build_model(self, **options: Any) -> models.MultiTaskModel:
+        """The run's model, with the profile's ``options`` (e.g. ``width``) added to its own."""
+        return models.get(self.model, tasks=self.tasks, **dict(self.model_options), **options)
+
+    def build_method(self) -> optim.Method:
+        return optim.get(self.method, **dict(self.hparams))
