@@ -17,19 +17,33 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: repro test install kernel lab clean-venv
+.PHONY: repro test lint format install kernel lab clean-venv
 
 repro: $(STAMP)
+	python pipelines/plan_runs.py --check
 	dvc repro
 
+# Style first (ruff lint + format check, seconds), then the pipeline, then every test.
 # pytest exits with 5 when it collects nothing: that is a broken setup, not a pass.
 test: $(STAMP)
+	ruff check .
+	ruff format --check .
+	python pipelines/plan_runs.py --check
 	dvc repro
 	python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests: the test setup is broken"; exit 1; fi; \
 	exit $$status
 
 install: $(STAMP)
+
+# ruff: `make lint` checks, `make format` rewrites (the same rules make test enforces)
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+format: $(STAMP)
+	ruff check --fix .
+	ruff format .
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from deconflict.cli import entrypoint
-from deconflict.config import load_root_params
+from deconflict.config import load_plugins, load_root_params
 from deconflict.errors import ConfigError, DeconflictError
 from deconflict.experiments.tables import paper_tables
 
@@ -71,14 +71,20 @@ def main(argv: list[str] | None = None) -> None:
     if not notebook.is_file():
         raise ConfigError(f"notebook {args.notebook} does not exist.")
     root = load_root_params(args.params.parent)
+    load_plugins(root)
     profile = args.profile or root.profile
     table_id = args.table or notebook.stem
     tables = paper_tables(args.params)
     if table_id not in tables:
-        raise ConfigError(f"{args.params} declares no table {table_id!r} under `tables` (it declares {sorted(tables)}).")
+        raise ConfigError(
+            f"{args.params} declares no table {table_id!r} under `tables` (it declares {sorted(tables)})."
+        )
     declared = notebook_parameters(notebook)
-    values = {"profile": profile, "table_id": table_id,
-              "params_file": os.path.relpath(args.params.resolve(), notebook.parent)}
+    values = {
+        "profile": profile,
+        "table_id": table_id,
+        "params_file": os.path.relpath(args.params.resolve(), notebook.parent),
+    }
     for name, path in (("out_dir", args.out), ("metrics_path", args.metrics), ("plots_path", args.plots)):
         if path is not None:
             values[name] = os.path.relpath(path.resolve(), notebook.parent)
@@ -102,8 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     failed.unlink(missing_ok=True)
     try:
         papermill.execute_notebook(
-            str(notebook), str(partial), parameters=values, cwd=str(notebook.parent),
-            kernel_name=args.kernel, log_output=True, progress_bar=False,
+            str(notebook),
+            str(partial),
+            parameters=values,
+            cwd=str(notebook.parent),
+            kernel_name=args.kernel,
+            log_output=True,
+            progress_bar=False,
         )
     except PapermillExecutionError as error:
         os.replace(partial, failed)

@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     entries = collect(args.out, discover(args.papers))
     write_text(args.out / "index.md", render_markdown(entries, args.out))
     write_text(args.out / "index.html", render_html(entries, args.out))
-    print(f"indexed {sum(len(e.manifest['artifacts']) for e in entries)} artifacts from {len(entries)} notebooks "
-          f"into {args.out / 'index.md'} and {args.out / 'index.html'}")
+    print(
+        f"indexed {sum(len(e.manifest['artifacts']) for e in entries)} artifacts from {len(entries)} notebooks "
+        f"into {args.out / 'index.md'} and {args.out / 'index.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         dataset = data.DATASETS[name]
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=args.out))
         try:
-            dataset.write_synthetic(staging, seed=seed, **{k: tuple(v) if isinstance(v, list) else v
-                                                           for k, v in (sizes or {}).items()})
+            dataset.write_synthetic(
+                staging, seed=seed, **{k: tuple(v) if isinstance(v, list) else v for k, v in (sizes or {}).items()}
+            )
         except TypeError as error:
             shutil.rmtree(staging)
             raise ConfigError(f"{args.params} {args.section}.datasets.{name}: {error}") from None

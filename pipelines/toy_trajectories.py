@@ -20,8 +20,8 @@ from tqdm import tqdm
 from deconflict.cli import entrypoint
 from deconflict.config import load_plugins, load_root_params, load_yaml, resolve_profile
 from deconflict.errors import ConfigError
-from deconflict.experiments.runs import prune_runs
 from deconflict.experiments.drmgf_toy import ToySettings, run_toy, sample_inits, summarise, toy_run_key
+from deconflict.experiments.runs import prune_runs
 from deconflict.io import atomic_path, write_json
 
 
@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> None:
 
     runs_dir = args.work or args.out / "runs"
     inits = sample_inits(settings.n_inits, settings.seed, settings.init_low, settings.init_high)
-    plan = [(method, index, toy_run_key(method, index, settings))
-            for method in settings.methods for index in range(len(inits))]
+    plan = [
+        (method, index, toy_run_key(method, index, settings))
+        for method in settings.methods
+        for index in range(len(inits))
+    ]
     prune_runs(runs_dir, {key for _, _, key in plan})
 
     frames, fallbacks = [], {}
@@ -61,8 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         fallbacks[method.label] = fallbacks.get(method.label, 0) + count
     for label, count in fallbacks.items():
         if count:
-            print(f"warning: {label}: the solver failed on {count} steps in all (weights of the previous "
-                  "step reused; see the 'solver fallbacks' column).", file=sys.stderr)
+            print(
+                f"warning: {label}: the solver failed on {count} steps in all (weights of the previous "
+                "step reused; see the 'solver fallbacks' column).",
+                file=sys.stderr,
+            )
 
     trajectories = pd.concat(frames, ignore_index=True)
     summary = summarise(trajectories, fallbacks, settings, [m.label for m in settings.methods])
@@ -70,12 +76,15 @@ def main(argv: list[str] | None = None) -> None:
         trajectories.to_csv(tmp, index=False, float_format="%.17g")
     with atomic_path(args.out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False, float_format="%.17g")
-    write_json(args.out / "meta.json", {
-        "profile": profile,
-        "seed": settings.seed,
-        "settings": {k: v for k, v in section.items()},
-        "inits": inits,
-    })
+    write_json(
+        args.out / "meta.json",
+        {
+            "profile": profile,
+            "seed": settings.seed,
+            "settings": {k: v for k, v in section.items()},
+            "inits": inits,
+        },
+    )
     print(summary.to_string(index=False))
 
 

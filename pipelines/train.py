@@ -39,15 +39,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="a registered model of the dataset's family, e.g. mtan")
     parser.add_argument("--task", help="the task of a single-task model")
     parser.add_argument("--method", default="equal", help="a deconflict.optim method (default: equal)")
-    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                        help="a hyperparameter of the method (repeatable), e.g. c=0.4")
+    parser.add_argument(
+        "--hparam",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the method (repeatable), e.g. c=0.4",
+    )
     parser.add_argument("--level", default="parameter", help="parameter | feature")
     parser.add_argument("--lr", type=float, help="the initial learning rate at full scale (default: the family's)")
     parser.add_argument("--out", type=Path, help="run folder (default: pipelines/runs/<name>)")
     parser.add_argument("--work", type=Path, help="checkpoint folder (default: pipelines/work/<name>)")
     parser.add_argument("--profile", help="override the root params.yaml profile (smoke | full)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bars (a line per epoch, with the run's ETA, is still printed)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (a line per epoch, with the run's ETA, is still printed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -55,14 +63,18 @@ def run_from_args(args: argparse.Namespace) -> RunSpec:
     if args.run:
         runs = load_yaml(args.runs).get("runs") or {}
         if args.run not in runs:
-            raise ConfigError(f"no run {args.run!r} in {args.runs}; run `python pipelines/plan_runs.py --write` "
-                              f"after adding it to a paper's tables (known: {len(runs)} runs).")
+            raise ConfigError(
+                f"no run {args.run!r} in {args.runs}; run `python pipelines/plan_runs.py --write` "
+                f"after adding it to a paper's tables (known: {len(runs)} runs)."
+            )
         entry = dict(runs[args.run])
         family = entry.pop("family", None)
         run = RunSpec.from_dict(entry)
         if run.name != args.run or family != run.family.name:
-            raise ConfigError(f"{args.runs}: run {args.run!r} is defined as {run.name!r} ({run.family.name}); "
-                              "regenerate the plan with `python pipelines/plan_runs.py --write`.")
+            raise ConfigError(
+                f"{args.runs}: run {args.run!r} is defined as {run.name!r} ({run.family.name}); "
+                "regenerate the plan with `python pipelines/plan_runs.py --write`."
+            )
         return run
     if not args.dataset or not args.model:
         raise ConfigError("give --run NAME, or --dataset and --model (and --method, --hparam KEY=VALUE …).")
@@ -72,28 +84,46 @@ def run_from_args(args: argparse.Namespace) -> RunSpec:
             raise ConfigError(f"--hparam takes KEY=VALUE, got {item!r}.")
         key, text = item.split("=", 1)
         hparams[key] = yaml.safe_load(text)
-    return RunSpec.from_dict({"dataset": args.dataset, "model": args.model, "task": args.task, "method": args.method,
-                              "hparams": hparams, "level": args.level, "lr": args.lr})
+    return RunSpec.from_dict(
+        {
+            "dataset": args.dataset,
+            "model": args.model,
+            "task": args.task,
+            "method": args.method,
+            "hparams": hparams,
+            "level": args.level,
+            "lr": args.lr,
+        }
+    )
 
 
 @entrypoint
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = load_root_params(PIPELINES)
+    root = load_root_params(args.params.resolve().parent)
     load_plugins(root)
     profile = args.profile or root.profile
     run = run_from_args(args)
     family = run.family.name
     training = load_yaml(args.params).get("training") or {}
     if family not in training:
-        raise ConfigError(f"{args.params} has no `training.{family}` section (the profile's sizes and schedule "
-                          f"of the {family} family).")
+        raise ConfigError(
+            f"{args.params} has no `training.{family}` section (the profile's sizes and schedule "
+            f"of the {family} family)."
+        )
     settings = TrainingSettings.from_params(resolve_profile(training[family], profile), f"training.{family}")
-    train_run(run, settings, root.seeds, out=args.out or PIPELINES / "runs" / run.name,
-              work=args.work or PIPELINES / "work" / run.name,
-              data_base=settings.data_base(root.repo_root, root.data_root), profile=profile,
-              device=resolve_device(root.device), progress=not args.no_progress,
-              log=lambda line: print(line, flush=True))
+    train_run(
+        run,
+        settings,
+        root.seeds,
+        out=args.out or PIPELINES / "runs" / run.name,
+        work=args.work or PIPELINES / "work" / run.name,
+        data_base=settings.data_base(root.repo_root, root.data_root),
+        profile=profile,
+        device=resolve_device(root.device),
+        progress=not args.no_progress,
+        log=lambda line: print(line, flush=True),
+    )
 
 
 if __name__ == "__main__":

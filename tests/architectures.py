@@ -51,8 +51,12 @@ class ConvBNMultiTask(TrunkAndHeads):
         super().__init__()
         self.task_names = tuple(f"t{i}" for i in range(n_tasks))
         self.trunk = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
         )
         self.heads = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()) for _ in range(n_tasks)

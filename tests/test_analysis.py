@@ -15,6 +15,7 @@ from deconflict.analysis import (
     drmgf_conflict_value,
     drmgf_convergence_gain,
     feature_disentanglement_entropy,
+    filter_index,
     gradient_direction_similarity,
     gradient_magnitude_similarity,
 )
@@ -67,6 +68,73 @@ def test_drmgf_conflict_value_and_gain():
     for _ in range(50):  # C ≥ −G always (Σ max(0, −x) ≥ −Σ x)
         a, b = torch.randn(7, generator=generator), torch.randn(7, generator=generator)
         assert drmgf_conflict_value(a, b) >= -drmgf_convergence_gain(a, b) - 1e-12
+
+
+def test_drmgf_conflict_value_sums_over_filters_as_printed():
+    """Eq. (2): C = Σ_f max(0, −g_{1,f}ᵀ g_{2,f}) / ‖g_1‖² over filters, not over single entries."""
+    # two filters of two entries: filter 0 has entry products (−1, +2) → inner +1 (no conflict),
+    # filter 1 has (−3, 0) → inner −3 (conflict 3); ‖g1‖² = 1 + 4 + 9 + 0 = 14
+    g1, g2 = torch.tensor([1.0, 2.0, 3.0, 0.0]), torch.tensor([-1.0, 1.0, -1.0, 5.0])
+    filters = torch.tensor([0, 0, 1, 1])
+    assert drmgf_conflict_value(g1, g2, filters) == pytest.approx(3 / 14)
+    assert drmgf_conflict_value(g1, g2) == pytest.approx((1 + 3) / 14)  # per coordinate: the upper bound
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        a, b = torch.randn(12, generator=generator), torch.randn(12, generator=generator)
+        ids = torch.randint(0, 4, (12,), generator=generator)
+        assert drmgf_conflict_value(a, b, ids) <= drmgf_conflict_value(a, b) + 1e-12
+
+
+def test_filter_index_groups_each_output_channel_of_a_module():
+    shapes = [
+        ("conv.weight", (2, 3, 1, 1)),
+        ("conv.bias", (2,)),
+        ("bn.weight", (2,)),
+        ("bn.bias", (2,)),
+        ("units.0", (3, 3)),
+    ]
+    ids = filter_index(shapes)
+    assert ids.tolist() == [0, 0, 0, 1, 1, 1, 0, 1, 2, 3, 2, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]
+
+
+def test_the_monitor_measures_eq2_per_filter():
+    from deconflict.train import GradientMonitor, TrainConfig, Trainer
+    from tests.architectures import ConvBNMultiTask, regression_losses
+
+    torch.manual_seed(0)
+    images, targets = torch.randn(4, 3, 6, 6), torch.randn(4, 2)
+    values = {}
+    for form in ("filter", "coordinate"):
+        torch.manual_seed(0)
+        model = ConvBNMultiTask(2)
+        monitor = GradientMonitor(every=1, conflict_value=form, per_layer=False)
+        trainer = Trainer(
+            model,
+            regression_losses,
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            callbacks=[monitor],
+            config=TrainConfig(epochs=1, progress=False),
+        )
+        trainer.fit([(images, targets)])
+        values[form] = float(monitor.pairs()["conflict_value_ij"].iloc[0])
+        jac = torch.stack(
+            [
+                torch.cat(
+                    [g.flatten() for g in torch.autograd.grad(loss, model.shared_parameters(), retain_graph=True)]
+                )
+                for loss in regression_losses(model(images), targets)
+            ]
+        )
+        names = {id(p): n for n, p in model.named_parameters()}
+        ids = (
+            filter_index([(names[id(p)], tuple(p.shape)) for p in model.shared_parameters()])
+            if form == "filter"
+            else None
+        )
+        assert values[form] == pytest.approx(drmgf_conflict_value(jac[0], jac[1], ids), rel=1e-9)
+    assert values["filter"] <= values["coordinate"]
+    with pytest.raises(Exception, match="conflict_value must be"):
+        GradientMonitor(conflict_value="layer")
 
 
 def test_first_order_gain_matches_the_measured_loss_change():
@@ -136,8 +204,14 @@ def test_loss_trend_correlation():
 def train(callbacks=(), aggregator=None, epochs=2):
     seed_everything(0)
     model = ConvBNMultiTask(3, channels=5)
-    trainer = Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                      aggregator, config=TrainConfig(epochs=epochs, progress=False), callbacks=list(callbacks))
+    trainer = Trainer(
+        model,
+        regression_losses,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        aggregator,
+        config=TrainConfig(epochs=epochs, progress=False),
+        callbacks=list(callbacks),
+    )
     trainer.fit(image_batches())
     return trainer
 
@@ -155,7 +229,9 @@ def test_monitor_tables():
     trainer = train([monitor], epochs=1)
     summary, pairs = monitor.summary(), monitor.pairs()
     # the whole shared part + every module of the trunk owning parameters (conv, BN, conv, BN)
-    shared_modules = {name.rpartition(".")[0] for name, _ in trainer.model.named_parameters() if name.startswith("trunk")}
+    shared_modules = {
+        name.rpartition(".")[0] for name, _ in trainer.model.named_parameters() if name.startswith("trunk")
+    }
     layers = 1 + len(shared_modules)
     steps = 8 // 4
     assert len(summary) == steps * (layers + 1)  # + the representation at feature level
@@ -175,14 +251,26 @@ def test_monitor_costs_nothing_when_off_and_survives_resume(tmp_path):
     monitor = GradientMonitor(every=2)
     seed_everything(0)
     model = ConvBNMultiTask(3, channels=5)
-    first = Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.05),
-                    config=TrainConfig(epochs=1, progress=False), run_dir=tmp_path, callbacks=[monitor])
+    first = Trainer(
+        model,
+        regression_losses,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        config=TrainConfig(epochs=1, progress=False),
+        run_dir=tmp_path,
+        callbacks=[monitor],
+    )
     first.fit(image_batches())
     again = GradientMonitor(every=2)
     seed_everything(0)
     model = ConvBNMultiTask(3, channels=5)
-    Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.05),
-            config=TrainConfig(epochs=1, progress=False), run_dir=tmp_path, callbacks=[again]).fit(image_batches())
+    Trainer(
+        model,
+        regression_losses,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        config=TrainConfig(epochs=1, progress=False),
+        run_dir=tmp_path,
+        callbacks=[again],
+    ).fit(image_batches())
     pd.testing.assert_frame_equal(again.summary(), monitor.summary())
     monitor.save(tmp_path / "tables")
     assert pd.read_csv(tmp_path / "tables" / "gradient_summary.csv").shape == monitor.summary().shape
@@ -212,7 +300,9 @@ def test_monitor_pair_values_match_the_instrument_functions():
     # the identities that tie the columns together
     assert row["conflict_value_ij"] >= -row["convergence_gain_ij"] - 1e-12
     assert row["conflict_value_ij"] * row["norm_i"] ** 2 == pytest.approx(row["conflict_value_ji"] * row["norm_j"] ** 2)
-    assert row["convergence_gain_ij"] * row["norm_i"] ** 2 == pytest.approx(row["cosine"] * row["norm_i"] * row["norm_j"])
+    assert row["convergence_gain_ij"] * row["norm_i"] ** 2 == pytest.approx(
+        row["cosine"] * row["norm_i"] * row["norm_j"]
+    )
     del trainer
 
 

@@ -34,8 +34,9 @@ def test_unknown_profile_names_the_valid_ones(tmp_path):
         validate_profile("Full")
 
 
-@pytest.mark.parametrize("params, match", [("device: gpu\n", "unknown device 'gpu'"),
-                                           ("seeds: {smoke: []}\n", "seeds.smoke")])
+@pytest.mark.parametrize(
+    "params, match", [("device: gpu\n", "unknown device 'gpu'"), ("seeds: {smoke: []}\n", "seeds.smoke")]
+)
 def test_bad_device_and_seeds(tmp_path, params, match):
     with pytest.raises(ConfigError, match=match):
         load_root_params(make_repo(tmp_path, params))
@@ -50,8 +51,12 @@ def test_malformed_and_missing_params_files(tmp_path):
 
 
 def test_resolve_profile_merges_shared_and_profile_keys():
-    section = {"lr": 0.1, "model": {"width": 8, "depth": 2}, "smoke": {"steps": 5, "model": {"width": 2}},
-               "full": {"steps": 500}}
+    section = {
+        "lr": 0.1,
+        "model": {"width": 8, "depth": 2},
+        "smoke": {"steps": 5, "model": {"width": 2}},
+        "full": {"steps": 500},
+    }
     assert resolve_profile(section, "smoke") == {"lr": 0.1, "model": {"width": 2, "depth": 2}, "steps": 5}
     assert resolve_profile(section, "full") == {"lr": 0.1, "model": {"width": 8, "depth": 2}, "steps": 500}
     assert "smoke" in section  # input untouched
@@ -81,10 +86,9 @@ def test_missing_data_root_and_dataset_say_what_to_do(tmp_path):
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "table.csv"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
 

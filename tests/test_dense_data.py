@@ -22,7 +22,9 @@ def nyu_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def city_root(tmp_path_factory):
-    return CityScapes.write_synthetic(tmp_path_factory.mktemp("data") / "cityscapes", seed=2, train=3, val=2, size=(32, 64))
+    return CityScapes.write_synthetic(
+        tmp_path_factory.mktemp("data") / "cityscapes", seed=2, train=3, val=2, size=(32, 64)
+    )
 
 
 def test_registry_finds_datasets_by_name(nyu_root):
@@ -41,8 +43,10 @@ def test_nyuv2_items_are_channel_first_with_stored_values(nyu_root):
     assert image.shape == (3, 64, 96) and image.dtype == torch.float32
     assert targets["segmentation"].shape == (64, 96) and targets["segmentation"].dtype == torch.int64
     assert targets["depth"].shape == (1, 64, 96) and targets["normal"].shape == (3, 64, 96)
-    stored = {key: np.load(nyu_root / "train" / folder / "2.npy") for key, folder in
-              {"image": "image", "label": "label", "depth": "depth", "normal": "normal"}.items()}
+    stored = {
+        key: np.load(nyu_root / "train" / folder / "2.npy")
+        for key, folder in {"image": "image", "label": "label", "depth": "depth", "normal": "normal"}.items()
+    }
     np.testing.assert_array_equal(image.numpy(), np.moveaxis(stored["image"], -1, 0).astype(np.float32))
     np.testing.assert_array_equal(targets["segmentation"].numpy(), stored["label"].astype(np.int64))
     np.testing.assert_array_equal(targets["depth"].numpy(), np.moveaxis(stored["depth"], -1, 0).astype(np.float32))
@@ -61,7 +65,9 @@ def test_split_names_and_cityscapes_label_folder(city_root, tmp_path):
     shutil.copytree(city_root, copy)
     for split in ("train", "val"):
         (copy / split / "label_7").rename(copy / split / "label")
-    np.testing.assert_array_equal(CityScapes(copy, "train")[1][1]["segmentation"], CityScapes(city_root, "train")[1][1]["segmentation"])
+    np.testing.assert_array_equal(
+        CityScapes(copy, "train")[1][1]["segmentation"], CityScapes(city_root, "train")[1][1]["segmentation"]
+    )
     with pytest.raises(DatasetError, match="unknown split 'validation'"):
         NYUv2(city_root, "validation")
 
@@ -85,12 +91,15 @@ def test_missing_root_split_or_folder_names_the_layout(nyu_root, tmp_path):
         NYUv2(broken, "val")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated or corrupt"),
-    (lambda p: p.write_bytes(b"not a numpy file at all"), "truncated or corrupt"),
-    (lambda p: np.save(p, np.zeros((64, 96, 2))), r"shape \(64, 96, 2\).*expected a numeric H×W×3"),
-    (lambda p: np.save(p, np.full((64, 96, 3), "a")), "dtype <U1"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated or corrupt"),
+        (lambda p: p.write_bytes(b"not a numpy file at all"), "truncated or corrupt"),
+        (lambda p: np.save(p, np.zeros((64, 96, 2))), r"shape \(64, 96, 2\).*expected a numeric H×W×3"),
+        (lambda p: np.save(p, np.full((64, 96, 3), "a")), "dtype <U1"),
+    ],
+)
 def test_corrupt_files_give_one_clear_error(nyu_root, tmp_path, damage, message):
     import shutil
 
@@ -117,8 +126,11 @@ def test_mismatched_sizes_are_reported(nyu_root, tmp_path):
 
 def test_scale_crop_at_scale_one_is_the_identity_and_depth_scales():
     image = torch.rand(3, 12, 16)
-    targets = {"segmentation": torch.randint(-1, 5, (12, 16)), "depth": torch.full((1, 12, 16), 3.0),
-               "normal": torch.nn.functional.normalize(torch.randn(3, 12, 16), dim=0)}
+    targets = {
+        "segmentation": torch.randint(-1, 5, (12, 16)),
+        "depth": torch.full((1, 12, 16), 3.0),
+        "normal": torch.nn.functional.normalize(torch.randn(3, 12, 16), dim=0),
+    }
     out_image, out = random_scale_crop(image, targets, NYU_TASKS, scales=(1.0,))
     torch.testing.assert_close(out_image, image, rtol=0, atol=1e-6)
     assert torch.equal(out["segmentation"], targets["segmentation"])
@@ -180,8 +192,12 @@ def test_synthetic_depth_and_normals_agree():
     dz_dy, dz_dx = np.gradient(depth, spacing, spacing)
     label = item["segmentation"]
     same = np.zeros_like(hole)  # pixels whose 4 neighbours share their class (no region edge)
-    same[1:-1, 1:-1] = ((label[1:-1, 1:-1] == label[:-2, 1:-1]) & (label[1:-1, 1:-1] == label[2:, 1:-1])
-                        & (label[1:-1, 1:-1] == label[1:-1, :-2]) & (label[1:-1, 1:-1] == label[1:-1, 2:]))
+    same[1:-1, 1:-1] = (
+        (label[1:-1, 1:-1] == label[:-2, 1:-1])
+        & (label[1:-1, 1:-1] == label[2:, 1:-1])
+        & (label[1:-1, 1:-1] == label[1:-1, :-2])
+        & (label[1:-1, 1:-1] == label[1:-1, 2:])
+    )
     inside = same & ~hole
     assert inside.mean() > 0.5
     expected = np.stack([-dz_dx, -dz_dy, np.ones_like(depth)], axis=-1)
@@ -193,7 +209,7 @@ def test_synthetic_depth_and_normals_agree():
 def test_synthetic_cityscapes_stores_disparity(city_root):
     _, targets = CityScapes(city_root, "val")[0]
     disparity = targets["depth"]
-    assert 0 <= float(disparity.min()) and float(disparity.max()) <= 0.5 and (disparity == 0).any()
+    assert float(disparity.min()) >= 0 and float(disparity.max()) <= 0.5 and (disparity == 0).any()
 
 
 def test_verify_checks_the_public_layout_and_hashes(nyu_root):

@@ -29,18 +29,21 @@ def on_meta(build):
 # classes (checked equal, weight for weight, by loading their state into ours), and the sizes the
 # papers print: Recon's "#P (MB)" = MiB of fp32 parameters (95.43, 95.58, 168.72, 190.59, 285.88),
 # DR-MGF's relative #P 1.77 = MTAN / single-task SegNet.
-@pytest.mark.parametrize("build, parameters, mib", [
-    (lambda: SegNetBackbone(), 24_943_296, None),
-    (lambda: SegNetSingle({"segmentation": 13}), 24_981_069, 95.30),
-    (lambda: SegNetSingle({"depth": 1}), 24_980_289, 95.29),
-    (lambda: SegNetSplit(NYU), 25_055_185, 95.58),
-    (lambda: SegNetSplit(CITY), 25_017_672, 95.43),
-    (lambda: SegNetMTAN(NYU), 44_229_073, 168.72),
-    (lambda: SegNetMTAN(CITY), 41_206_984, 157.19),
-    (lambda: CrossStitchSegNet(NYU, stitch="mtan_code"), 74_941_804, 285.88),
-    (lambda: CrossStitchSegNet(CITY, stitch="mtan_code"), 49_960_986, 190.59),
-    (lambda: CrossStitchSegNet(NYU), 74_941_804 - 27 + 81, 285.88),
-])
+@pytest.mark.parametrize(
+    "build, parameters, mib",
+    [
+        (lambda: SegNetBackbone(), 24_943_296, None),
+        (lambda: SegNetSingle({"segmentation": 13}), 24_981_069, 95.30),
+        (lambda: SegNetSingle({"depth": 1}), 24_980_289, 95.29),
+        (lambda: SegNetSplit(NYU), 25_055_185, 95.58),
+        (lambda: SegNetSplit(CITY), 25_017_672, 95.43),
+        (lambda: SegNetMTAN(NYU), 44_229_073, 168.72),
+        (lambda: SegNetMTAN(CITY), 41_206_984, 157.19),
+        (lambda: CrossStitchSegNet(NYU, stitch="mtan_code"), 74_941_804, 285.88),
+        (lambda: CrossStitchSegNet(CITY, stitch="mtan_code"), 49_960_986, 190.59),
+        (lambda: CrossStitchSegNet(NYU), 74_941_804 - 27 + 81, 285.88),
+    ],
+)
 def test_full_width_parameter_counts_match_the_papers(build, parameters, mib):
     model = on_meta(build)
     assert count(model) == parameters
@@ -56,8 +59,12 @@ def test_mtan_relative_size_is_dr_mgf_177_and_shared_part_is_the_cagrad_split():
 
 
 def models(width=1 / 16, tasks=NYU):
-    return [SegNetSplit(tasks, width), SegNetMTAN(tasks, width), CrossStitchSegNet(tasks, width),
-            CrossStitchSegNet(tasks, width, stitch="mtan_code")]
+    return [
+        SegNetSplit(tasks, width),
+        SegNetMTAN(tasks, width),
+        CrossStitchSegNet(tasks, width),
+        CrossStitchSegNet(tasks, width, stitch="mtan_code"),
+    ]
 
 
 @pytest.mark.parametrize("model", models(), ids=["split", "mtan", "cross_stitch", "cross_stitch_code"])
@@ -77,7 +84,7 @@ def test_outputs_and_parameter_groups(model):
     own = [{id(p) for p in group} for group in model.task_parameters()]
     everything = {id(p) for p in model.parameters()}
     assert shared.isdisjoint(set().union(*own)) and shared | set().union(*own) == everything
-    assert all(a.isdisjoint(b) for i, a in enumerate(own) for b in own[i + 1:])
+    assert all(a.isdisjoint(b) for i, a in enumerate(own) for b in own[i + 1 :])
     assert {id(p) for p in model.downstream_shared_parameters()} <= shared
     assert {id(p) for p in model.last_shared_parameters()} <= shared
 
@@ -97,8 +104,10 @@ def test_a_task_loss_never_reaches_another_tasks_parameters(model):
 
 def _targets(batch=2, height=32, width=32, tasks=NYU):
     generator = torch.Generator().manual_seed(1)
-    out = {"segmentation": torch.randint(-1, tasks["segmentation"], (batch, height, width), generator=generator),
-           "depth": torch.rand(batch, 1, height, width, generator=generator)}
+    out = {
+        "segmentation": torch.randint(-1, tasks["segmentation"], (batch, height, width), generator=generator),
+        "depth": torch.rand(batch, 1, height, width, generator=generator),
+    }
     if "normal" in tasks:
         out["normal"] = torch.nn.functional.normalize(torch.randn(batch, 3, height, width, generator=generator), dim=1)
     return out
@@ -123,8 +132,11 @@ def test_summing_the_task_gradients_equals_joint_backprop(index, level):
     representation = model.encode(x)
     losses = criterion(model.decode(representation), targets)
     MultiTaskBackward("loop")(
-        [losses[t] for t in model.task_names], model.shared_parameters(), model.task_parameters(),
-        lambda jacobian: jacobian.sum(0), representation=representation if level == "feature" else None,
+        [losses[t] for t in model.task_names],
+        model.shared_parameters(),
+        model.task_parameters(),
+        lambda jacobian: jacobian.sum(0),
+        representation=representation if level == "feature" else None,
         downstream_shared=model.downstream_shared_parameters(),
     )
     for name, p in model.named_parameters():
@@ -163,11 +175,21 @@ def test_bad_configurations_are_named():
 def test_rotograd_needs_one_feature_map():
     for model in (SegNetMTAN(NYU, 1 / 16), CrossStitchSegNet(NYU, 1 / 16)):
         with pytest.raises(ConfigError, match="SegNetSplit"):
-            Trainer(model, TaskLoss(resolve(NYU)), torch.optim.Adam(model.parameters()), "rotograd",
-                    config=TrainConfig(level="feature", progress=False, log_every=0))
+            Trainer(
+                model,
+                TaskLoss(resolve(NYU)),
+                torch.optim.Adam(model.parameters()),
+                "rotograd",
+                config=TrainConfig(level="feature", progress=False, log_every=0),
+            )
     split = SegNetSplit(NYU, 1 / 16)
-    trainer = Trainer(split, TaskLoss(resolve(NYU)), torch.optim.Adam(split.parameters()), "rotograd",
-                      config=TrainConfig(level="feature", progress=False, log_every=0))
+    trainer = Trainer(
+        split,
+        TaskLoss(resolve(NYU)),
+        torch.optim.Adam(split.parameters()),
+        "rotograd",
+        config=TrainConfig(level="feature", progress=False, log_every=0),
+    )
     output = trainer.train_step((torch.rand(2, 3, 32, 32), _targets()))
     assert torch.isfinite(output.losses).all()
 

@@ -35,32 +35,62 @@ def test_run_names_are_keys_of_what_defines_a_run():
     run = RunSpec.from_dict({"dataset": "nyuv2", "model": "mtan", "method": "cagrad", "hparams": {"c": 0.4}})
     assert run.name == "nyuv2-mtan-cagrad-c0p4"  # no dot: DVC params paths split on dots
     assert RunSpec.from_dict(run.to_dict()) == run
-    assert RunSpec.from_dict({"dataset": "cityscapes", "model": "split", "lr": 5e-5}).name == "cityscapes-split-equal-lr5e-05"
+    assert (
+        RunSpec.from_dict({"dataset": "cityscapes", "model": "split", "lr": 5e-5}).name
+        == "cityscapes-split-equal-lr5e-05"
+    )
     single = RunSpec.from_dict({"dataset": "nyuv2", "model": "single", "task": "depth"})
     assert single.name == "nyuv2-single-depth" and [(t.name, t.channels) for t in single.tasks] == [("depth", 1)]
     assert single.family.name == "dense" and single.learning_rate == 1e-4
-    assert RunSpec.from_dict({"dataset": "nyuv2", "model": "mtan", "lr": 1e-4}) == RunSpec("nyuv2", "mtan")  # one spelling
+    assert RunSpec.from_dict({"dataset": "nyuv2", "model": "mtan", "lr": 1e-4}) == RunSpec(
+        "nyuv2", "mtan"
+    )  # one spelling
     feature = RunSpec.from_dict({"dataset": "cityscapes", "model": "split", "method": "rotograd", "level": "feature"})
     assert feature.name == "cityscapes-split-rotograd-feature"
-    lineage = RunSpec.from_dict({"dataset": "nyuv2", "model": "mtan", "method": "nash_mtl", "shared": "all_but_heads",
-                                  "head_gradients": "weighted"})
+    lineage = RunSpec.from_dict(
+        {
+            "dataset": "nyuv2",
+            "model": "mtan",
+            "method": "nash_mtl",
+            "shared": "all_but_heads",
+            "head_gradients": "weighted",
+        }
+    )
     assert lineage.name == "nyuv2-mtan-nashmtl-allbutheads-headsweighted"
 
 
-@pytest.mark.parametrize("spec, error, message", [
-    ({"dataset": "kitti", "model": "mtan"}, ConfigError, "no experiment family trains on dataset 'kitti'.*cityscapes, nyuv2"),
-    ({"dataset": "nyuv2", "model": "unet"}, ConfigError, "single, split, mtan, cross_stitch"),
-    ({"dataset": "nyuv2", "model": "single"}, ConfigError, "needs task"),
-    ({"dataset": "cityscapes", "model": "single", "task": "normal"}, ConfigError, "no task 'normal'"),
-    ({"dataset": "nyuv2", "model": "mtan", "method": "pcgrd"}, UnknownMethodError, "pcgrad"),
-    ({"dataset": "nyuv2", "model": "mtan", "method": "cagrad", "hparams": {"c": -1}}, InvalidHyperparameterError, "c must be"),
-    ({"dataset": "nyuv2", "model": "mtan", "lr": 2.0}, ConfigError, "lr"),
-    ({"dataset": "nyuv2", "model": "split", "model_options": {"stitch": "matrix"}}, ConfigError, "no option"),
-    ({"dataset": "nyuv2", "model": "split", "epochs": 3}, ConfigError, "unknown run setting"),
-    ({"dataset": "nyuv2", "model": "mtan", "shared": "all"}, ConfigError, "shared must be one of model, all_but_heads"),
-    ({"dataset": "nyuv2", "model": "mtan", "method": "graddrop", "head_gradients": "weighted"}, ConfigError,
-     "needs an aggregator that weights"),
-])
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        (
+            {"dataset": "kitti", "model": "mtan"},
+            ConfigError,
+            "no experiment family trains on dataset 'kitti'.*cityscapes, nyuv2",
+        ),
+        ({"dataset": "nyuv2", "model": "unet"}, ConfigError, "single, split, mtan, cross_stitch"),
+        ({"dataset": "nyuv2", "model": "single"}, ConfigError, "needs task"),
+        ({"dataset": "cityscapes", "model": "single", "task": "normal"}, ConfigError, "no task 'normal'"),
+        ({"dataset": "nyuv2", "model": "mtan", "method": "pcgrd"}, UnknownMethodError, "pcgrad"),
+        (
+            {"dataset": "nyuv2", "model": "mtan", "method": "cagrad", "hparams": {"c": -1}},
+            InvalidHyperparameterError,
+            "c must be",
+        ),
+        ({"dataset": "nyuv2", "model": "mtan", "lr": 2.0}, ConfigError, "lr"),
+        ({"dataset": "nyuv2", "model": "split", "model_options": {"stitch": "matrix"}}, ConfigError, "no option"),
+        ({"dataset": "nyuv2", "model": "split", "epochs": 3}, ConfigError, "unknown run setting"),
+        (
+            {"dataset": "nyuv2", "model": "mtan", "shared": "all"},
+            ConfigError,
+            "shared must be one of model, all_but_heads",
+        ),
+        (
+            {"dataset": "nyuv2", "model": "mtan", "method": "graddrop", "head_gradients": "weighted"},
+            ConfigError,
+            "needs an aggregator that weights",
+        ),
+    ],
+)
 def test_bad_run_definitions_are_named(spec, error, message):
     with pytest.raises(error, match=message):
         RunSpec.from_dict(spec)
@@ -69,9 +99,15 @@ def test_bad_run_definitions_are_named(spec, error, message):
 def test_every_paper_table_loads_and_matches_its_reference():
     tables = [table for path in PAPER_PARAMS for table in load_run_tables(path)]
     assert {(t.paper, t.table_id) for t in tables} >= {
-        ("drmgf", "table6_nyuv2"), ("recon", "table3_cityscapes"), ("recon", "table5_nyuv2_mtan"),
-        ("recon", "table15_nyuv2_segnet"), ("recon", "table16_cityscapes_mtan"), ("sparse_training", "table7_nyuv2"),
-        ("sparse_training", "table12_cityscapes"), ("task_priority", "table3_cityscapes")}
+        ("drmgf", "table6_nyuv2"),
+        ("recon", "table3_cityscapes"),
+        ("recon", "table5_nyuv2_mtan"),
+        ("recon", "table15_nyuv2_segnet"),
+        ("recon", "table16_cityscapes_mtan"),
+        ("sparse_training", "table7_nyuv2"),
+        ("sparse_training", "table12_cityscapes"),
+        ("task_priority", "table3_cityscapes"),
+    }
     for table in tables:
         reference = load_reference(table.reference)
         assert [row.label for row in table.rows] == list(dict.fromkeys(reference["row"])), table.table_id
@@ -80,8 +116,9 @@ def test_every_paper_table_loads_and_matches_its_reference():
 
 
 def test_the_run_plan_is_up_to_date_and_shares_runs_between_papers():
-    check = subprocess.run([sys.executable, str(REPO / "pipelines" / "plan_runs.py"), "--check"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "plan_runs.py"), "--check"], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
     users: dict[str, set[str]] = {}
     for path in PAPER_PARAMS:
@@ -91,9 +128,16 @@ def test_the_run_plan_is_up_to_date_and_shares_runs_between_papers():
     plan = plan_runs(PAPER_PARAMS)
     assert set(plan) == set(users)
     # joint MTAN training on NYUv2 is one run for DR-MGF, Recon and sparse training
-    assert users["nyuv2-mtan-equal"] == {"drmgf/table6_nyuv2", "recon/table5_nyuv2_mtan", "sparse_training/table7_nyuv2"}
+    assert users["nyuv2-mtan-equal"] == {
+        "drmgf/table6_nyuv2",
+        "recon/table5_nyuv2_mtan",
+        "sparse_training/table7_nyuv2",
+    }
     # task priority's Table 3 reuses Recon's CityScapes runs
-    assert users["cityscapes-split-cagrad-c0p2-lr5e-05"] == {"recon/table3_cityscapes", "task_priority/table3_cityscapes"}
+    assert users["cityscapes-split-cagrad-c0p2-lr5e-05"] == {
+        "recon/table3_cityscapes",
+        "task_priority/table3_cityscapes",
+    }
     rows = sum(len(t.runs) for path in PAPER_PARAMS for t in load_run_tables(path))
     assert len(plan) < rows
 
@@ -104,8 +148,19 @@ def test_parameter_counts_come_from_the_models():
 
 
 def test_summarise_run_takes_the_last_k_epochs_then_seeds():
-    rows = [{"seed": seed, "epoch": epoch, "split": "test", "task": "depth", "metric": "abs_err",
-             "reduction": "global", "value": 10 * seed + epoch} for seed in (0, 1) for epoch in range(1, 6)]
+    rows = [
+        {
+            "seed": seed,
+            "epoch": epoch,
+            "split": "test",
+            "task": "depth",
+            "metric": "abs_err",
+            "reduction": "global",
+            "value": 10 * seed + epoch,
+        }
+        for seed in (0, 1)
+        for epoch in range(1, 6)
+    ]
     summary = summarise_run(pd.DataFrame(rows), last_k=2)
     row = summary.iloc[0]
     assert row["seed0"] == 4.5 and row["seed1"] == 14.5 and row["mean"] == 9.5
@@ -124,18 +179,25 @@ class _Stop(Callback):
 
 
 def test_a_killed_run_resumes_to_the_same_numbers(data_base, tmp_path):
-    settings = TrainingSettings(model_options={"width": 1 / 16}, epochs=3, batch_size={"nyuv2": 4},
-                                schedule={"name": "step", "step_size": 2, "gamma": 0.5}, last_k=2)
+    settings = TrainingSettings(
+        model_options={"width": 1 / 16},
+        epochs=3,
+        batch_size={"nyuv2": 4},
+        schedule={"name": "step", "step_size": 2, "gamma": 0.5},
+        last_k=2,
+    )
     run = RunSpec("nyuv2", "mtan", method="cagrad", hparams=(("c", 0.4),))
     lines, resumed_lines = [], []
-    straight = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "a", progress=False,
-                          report=lines.append)
+    straight = train_seed(
+        run, settings, 0, data_base=data_base, work_dir=tmp_path / "a", progress=False, report=lines.append
+    )
     with pytest.raises(KeyboardInterrupt):
         train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False, callbacks=[_Stop(1)])
     assert (tmp_path / "b" / "checkpoint.pt").is_file()
     assert pd.read_csv(tmp_path / "b" / "metrics.csv")["epoch"].max() == 1
-    resumed = train_seed(run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False,
-                         report=resumed_lines.append)
+    resumed = train_seed(
+        run, settings, 0, data_base=data_base, work_dir=tmp_path / "b", progress=False, report=resumed_lines.append
+    )
     # a line per epoch: the test metric of every task, time elapsed and the run's ETA
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all(f"{task.name} " in line and "elapsed, ETA" in line for line in lines for task in run.tasks)
@@ -179,8 +241,9 @@ def _constant_baselines(root: Path) -> dict[str, float]:
 def test_training_on_synthetic_data_learns_every_task(tmp_path):
     """Real learning, not just running: after 144 steps the test metrics beat the best constant predictions."""
     root = NYUv2.write_synthetic(tmp_path / "nyuv2", seed=0, train=96, val=16, size=(32, 64))
-    settings = TrainingSettings(model_options={"width": 0.25}, epochs=12, batch_size={"nyuv2": 8}, lr_multiplier=100,
-                                last_k=1, augment=False)
+    settings = TrainingSettings(
+        model_options={"width": 0.25}, epochs=12, batch_size={"nyuv2": 8}, lr_multiplier=100, last_k=1, augment=False
+    )
     metrics = train_seed(RunSpec("nyuv2", "split"), settings, 0, data_base=tmp_path, work_dir=None, progress=False)
     final = summarise_run(metrics, 1)
     final = final[final["reduction"] == "global"].set_index("metric")["mean"]
@@ -196,19 +259,32 @@ def test_training_on_synthetic_data_learns_every_task(tmp_path):
 def _fake_run(runs_dir: Path, run: RunSpec, values: dict[tuple[str, str], float], profile="smoke") -> None:
     folder = runs_dir / run.name
     folder.mkdir(parents=True)
-    rows = [{"seed": 0, "epoch": 1, "split": "test", "task": task, "metric": metric, "reduction": reduction,
-             "value": value} for (task, metric), value in values.items() if task in {t.name for t in run.tasks}
-            for reduction in ("global", "per_batch", "per_image")]
+    rows = [
+        {"seed": 0, "epoch": 1, "split": "test", "task": task, "metric": metric, "reduction": reduction, "value": value}
+        for (task, metric), value in values.items()
+        if task in {t.name for t in run.tasks}
+        for reduction in ("global", "per_batch", "per_image")
+    ]
     pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
     (folder / "summary.json").write_text(json.dumps({"profile": profile, "last_k": 1}))
 
 
 def test_reproduce_table_puts_paper_and_runs_side_by_side(tmp_path):
-    table = next(t for t in load_run_tables(REPO / "papers" / "recon" / "params.yaml") if t.table_id == "table3_cityscapes")
-    base = {("segmentation", "miou"): 0.5, ("segmentation", "pixel_acc"): 0.8, ("depth", "abs_err"): 0.02,
-            ("depth", "rel_err"): 0.5}
-    better = {("segmentation", "miou"): 0.55, ("segmentation", "pixel_acc"): 0.8, ("depth", "abs_err"): 0.01,
-              ("depth", "rel_err"): 0.5}
+    table = next(
+        t for t in load_run_tables(REPO / "papers" / "recon" / "params.yaml") if t.table_id == "table3_cityscapes"
+    )
+    base = {
+        ("segmentation", "miou"): 0.5,
+        ("segmentation", "pixel_acc"): 0.8,
+        ("depth", "abs_err"): 0.02,
+        ("depth", "rel_err"): 0.5,
+    }
+    better = {
+        ("segmentation", "miou"): 0.55,
+        ("segmentation", "pixel_acc"): 0.8,
+        ("depth", "abs_err"): 0.01,
+        ("depth", "rel_err"): 0.5,
+    }
     for row in table.rows:
         for run in row.runs:
             _fake_run(tmp_path, run, better if row.label == "Joint-train" else base)
@@ -216,8 +292,9 @@ def test_reproduce_table_puts_paper_and_runs_side_by_side(tmp_path):
     ours = frame[frame["source"] == "reproduced"].set_index("row")
     paper = frame[frame["source"] == "paper"].set_index("row")
     assert ours.at["Single-task", "mIoU"] == pytest.approx(50.0)  # percent, as printed
-    expected = -delta_m([55.0, 80.0, 0.01, 0.5], [50.0, 80.0, 0.02, 0.5], [True, True, False, False],
-                        groups=[[0, 1], [2, 3]])
+    expected = -delta_m(
+        [55.0, 80.0, 0.01, 0.5], [50.0, 80.0, 0.02, 0.5], [True, True, False, False], groups=[[0, 1], [2, 3]]
+    )
     assert ours.at["Joint-train", "Δm%↑"] == pytest.approx(expected)  # improvement, per task then over tasks
     assert ours.at["Joint-train", "#P."] == pytest.approx(95.43, abs=0.005)
     assert ours.at["Single-task", "#P."] == pytest.approx(190.59, abs=0.005)

@@ -167,7 +167,9 @@ def test_write_back_batched_equals_loop_and_heads_get_their_own_gradient(archite
                 torch.testing.assert_close(mine.grad, expected, **ROUND_OFF)
     assert grads["batched"].keys() == grads["loop"].keys()
     for name in grads["batched"]:
-        torch.testing.assert_close(grads["batched"][name], grads["loop"][name], **ROUND_OFF, msg=lambda text: f"{name}: {text}")
+        torch.testing.assert_close(
+            grads["batched"][name], grads["loop"][name], **ROUND_OFF, msg=lambda text: f"{name}: {text}"
+        )
 
 
 def test_feature_level_backward_is_the_chain_rule():
@@ -175,8 +177,13 @@ def test_feature_level_backward_is_the_chain_rule():
     torch.manual_seed(3)
     model, losses, representation = build("mlp", 3)
     weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
-    result = MultiTaskBackward()(losses, model.shared_parameters(), model.task_parameters(),
-                                 lambda jac: weights @ jac, representation=representation)
+    result = MultiTaskBackward()(
+        losses,
+        model.shared_parameters(),
+        model.task_parameters(),
+        lambda jac: weights @ jac,
+        representation=representation,
+    )
     assert result.level == "feature"
     assert result.jacobian.shape == (3, representation.numel())
     encoder = [p.grad.clone() for p in model.shared_parameters()]
@@ -229,8 +236,9 @@ def test_the_one_off_wrapper_passes_downstream_shared_parameters():
     expected = weight.grad.clone(), gate.grad.clone()
     weight.grad = gate.grad = None
     z, rows = losses()
-    multitask_backward(rows, [weight, gate], None, lambda jac: jac.sum(0), mode="loop", representation=z,
-                       downstream_shared=[gate])
+    multitask_backward(
+        rows, [weight, gate], None, lambda jac: jac.sum(0), mode="loop", representation=z, downstream_shared=[gate]
+    )
     torch.testing.assert_close(weight.grad, expected[0])
     torch.testing.assert_close(gate.grad, expected[1])
     assert gate.grad.abs().sum() > 0

@@ -164,9 +164,17 @@ def test_saliency_perfect_and_empty():
 def test_coco_boxes_and_masks():
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
     mask[0, 2:6, 2:6] = True
-    truth = [{"boxes": torch.tensor([[2.0, 2.0, 6.0, 6.0]]), "labels": torch.tensor([1]), "masks": mask, "size": (8, 8)}]
-    perfect = [{"boxes": torch.tensor([[2.0, 2.0, 6.0, 6.0]]), "scores": torch.tensor([0.9]),
-                "labels": torch.tensor([1]), "masks": mask}]
+    truth = [
+        {"boxes": torch.tensor([[2.0, 2.0, 6.0, 6.0]]), "labels": torch.tensor([1]), "masks": mask, "size": (8, 8)}
+    ]
+    perfect = [
+        {
+            "boxes": torch.tensor([[2.0, 2.0, 6.0, 6.0]]),
+            "scores": torch.tensor([0.9]),
+            "labels": torch.tensor([1]),
+            "masks": mask,
+        }
+    ]
     for kind in ("bbox", "segm"):
         metric = CocoMetric(kind)
         metric.update(perfect, truth)

@@ -49,8 +49,11 @@ def table(folder: Path, name: str) -> pd.DataFrame:
 
 # -- Δm ------------------------------------------------------------------------------------------
 def metric_rows(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    metrics = frame[frame["higher_is_better"].isin(["True", "False"]) & (frame["column"] != spec["column"])
-                    & (frame["column"] != "#P.")]
+    metrics = frame[
+        frame["higher_is_better"].isin(["True", "False"])
+        & (frame["column"] != spec["column"])
+        & (frame["column"] != "#P.")
+    ]
     if "metrics" in spec:
         metrics = metrics[metrics["column"].isin(spec["metrics"])]
     return metrics
@@ -71,8 +74,10 @@ def delta_m_range(method: pd.DataFrame, baseline: pd.DataFrame, spec: dict) -> t
         tasks = merged["task"].to_numpy()
         groups = [list(np.nonzero(tasks == task)[0]) for task in dict.fromkeys(tasks)]
     # each term of Δm depends on its own (M_k, B_k) only: bound every term over its four corners
-    corners = [relative_changes(values + dv * v_half, base + db * b_half, higher)
-               for dv, db in itertools.product((-1, 1), repeat=2)]
+    corners = [
+        relative_changes(values + dv * v_half, base + db * b_half, higher)
+        for dv, db in itertools.product((-1, 1), repeat=2)
+    ]
     low, high = np.min(corners, axis=0), np.max(corners, axis=0)
 
     def aggregate(changes: np.ndarray) -> float:
@@ -157,10 +162,17 @@ def test_robust_mtl_relative_change_table(folder, spec):
         p, r = number(param["value"]), number(rep["value"])
         hp, hr = half_unit(param["decimals"]), half_unit(rep["decimals"])
         # (rep − param)/param in %: our relative_changes with "lower is better" gives exactly that sign
-        corners = [float(relative_changes([r + dr * hr], [p + dp * hp], [False])[0])
-                   for dr, dp in itertools.product((-1, 1), repeat=2)]
+        corners = [
+            float(relative_changes([r + dr * hr], [p + dp * hp], [False])[0])
+            for dr, dp in itertools.product((-1, 1), repeat=2)
+        ]
         value, slack = number(cell["value"]), half_unit(cell["decimals"])
-        assert min(corners) - slack - 1e-9 <= value <= max(corners) + slack + 1e-9, (method, cell["column"], value, corners)
+        assert min(corners) - slack - 1e-9 <= value <= max(corners) + slack + 1e-9, (
+            method,
+            cell["column"],
+            value,
+            corners,
+        )
         checked += 1
     assert checked == 48
 

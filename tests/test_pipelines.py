@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from deconflict.reporting import ArtifactWriter
@@ -23,8 +22,9 @@ TOY_SECTION = {
 
 
 def run(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "pipelines" / script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def fake_repo(tmp_path: Path, toy: dict, profile: str = "smoke") -> Path:
@@ -112,7 +112,8 @@ def test_artifact_writer_and_index(tmp_path):
     writer.metrics({"x": {"value": float("nan")}}, "m")
     writer.close()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["table1.csv", "table1.md", "fig1.png", "fig1.pdf", "m.json", "manifest.json"])
+        ["table1.csv", "table1.md", "fig1.png", "fig1.pdf", "m.json", "manifest.json"]
+    )
     assert (out / "m.json").read_text().count("null") == 1
     first_pdf = (out / "fig1.pdf").read_bytes()
     writer.figure(fig, "fig1", "Figure 1")

@@ -87,7 +87,9 @@ def test_losses_on_hand_computed_cases():
     labels = torch.tensor([[[0, -1]]])
     torch.testing.assert_close(segmentation_loss(log_probs, labels), -torch.log(torch.tensor(0.5)))
     labels = torch.tensor([[[0, 1]]])
-    torch.testing.assert_close(segmentation_loss(log_probs, labels), -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.8))) / 2)
+    torch.testing.assert_close(
+        segmentation_loss(log_probs, labels), -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.8))) / 2
+    )
     prediction = torch.tensor([1.0, 2.0, 5.0]).reshape(1, 1, 1, 3)
     target = torch.tensor([2.0, 0.0, 4.0]).reshape(1, 1, 1, 3)  # the middle pixel is missing
     torch.testing.assert_close(depth_loss(prediction, target), torch.tensor(1.0))

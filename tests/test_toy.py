@@ -28,7 +28,14 @@ def settings(**overrides):
 
 
 def test_equation_a1_task_parameters():
-    init = {"w1": [1.0, 2.0], "w2": [3.0, -1.0], "a1": [2.0, -1.0], "b1": [0.5, 0.0], "a2": [-1.0, 1.0], "b2": [1.0, 2.0]}
+    init = {
+        "w1": [1.0, 2.0],
+        "w2": [3.0, -1.0],
+        "a1": [2.0, -1.0],
+        "b1": [0.5, 0.0],
+        "a2": [-1.0, 1.0],
+        "b2": [1.0, 2.0],
+    }
     outputs = DRMGFToy(init)(None)
     torch.testing.assert_close(outputs["task1"], torch.tensor([2 + 1.5, -2 + 0.0], dtype=torch.float64))
     torch.testing.assert_close(outputs["task2"], torch.tensor([-1 + 3, 2 - 2], dtype=torch.float64))
@@ -124,8 +131,9 @@ def test_summary_and_paper_table():
     summary = summarise(pd.concat(frames), fallbacks, toy, ["Joint", "Nash-MTL"])
     assert list(summary["method"]) == ["Joint", "Nash-MTL"]
     assert bool(summary.loc[0, "reaches_both_optima"])
-    reference = pd.DataFrame({"row": ["Nash-MTL", "DR-MGF"], "column": "reaches both optima", "kind": "claim",
-                              "value": ["False", "True"]})
+    reference = pd.DataFrame(
+        {"row": ["Nash-MTL", "DR-MGF"], "column": "reaches both optima", "kind": "claim", "value": ["False", "True"]}
+    )
     table = summary_vs_paper(summary, reference, F_STAR)
     assert list(table["Method"]) == ["Joint", "Nash-MTL", "DR-MGF"]
     assert table.loc[0, "Paper: reaches both optima"] == "not stated"

@@ -22,15 +22,24 @@ def synthetic_batches(n_batches: int = 6, batch: int = 16, n_tasks: int = 3, see
     return batches
 
 
-def make_trainer(run_dir=None, aggregator=None, weighting=None, epochs=4, callbacks=(), level="parameter",
-                 lr=0.05, seed=0, **config):
+def make_trainer(
+    run_dir=None, aggregator=None, weighting=None, epochs=4, callbacks=(), level="parameter", lr=0.05, seed=0, **config
+):
     seed_everything(seed)
     model = MLPMultiTask(3)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
-    return Trainer(model, regression_losses, optimizer, aggregator=aggregator, weighting=weighting,
-                   scheduler=scheduler, run_dir=run_dir, callbacks=list(callbacks),
-                   config=TrainConfig(epochs=epochs, progress=False, level=level, **config))
+    return Trainer(
+        model,
+        regression_losses,
+        optimizer,
+        aggregator=aggregator,
+        weighting=weighting,
+        scheduler=scheduler,
+        run_dir=run_dir,
+        callbacks=list(callbacks),
+        config=TrainConfig(epochs=epochs, progress=False, level=level, **config),
+    )
 
 
 def parameters(trainer):
@@ -124,7 +133,9 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     data = synthetic_batches()
     data[3] = (data[3][0], data[3][1].clone().fill_(float("nan")))
-    with pytest.raises(NonFiniteError, match=r"loss of task\(s\) t0, t1, t2 is NaN/Inf at epoch 1, step 4.*Lower the learning rate"):
+    with pytest.raises(
+        NonFiniteError, match=r"loss of task\(s\) t0, t1, t2 is NaN/Inf at epoch 1, step 4.*Lower the learning rate"
+    ):
         make_trainer(tmp_path).fit(data)
     assert not (tmp_path / "checkpoint.pt").exists()  # nothing half-written that looks like a result
 
@@ -156,7 +167,9 @@ def test_logged_gradnorm_weights_are_the_ones_used(tmp_path):
     """GradNorm's weights change in place at optimizer.step(): the log must show the step's own weights."""
     trainer = make_trainer(tmp_path, weighting="gradnorm", epochs=1)
     used = []
-    trainer.callbacks.append(type("Record", (Callback,), {"on_step_end": lambda self, t, out: used.append(out.weights)})())
+    trainer.callbacks.append(
+        type("Record", (Callback,), {"on_step_end": lambda self, t, out: used.append(out.weights)})()
+    )
     trainer.fit(synthetic_batches())
     assert used[0].tolist() == [1.0, 1.0, 1.0]  # the first step trains with the initial weights
     assert not torch.equal(used[0], used[1])
@@ -176,8 +189,10 @@ class GatedHeads(MLPMultiTask):
         self.gates = torch.nn.ModuleList(torch.nn.Linear(6, 6) for _ in range(n_tasks))
 
     def decode(self, representation):
-        return {name: head(torch.sigmoid(gate(representation)) * representation).squeeze(-1)
-                for name, gate, head in zip(self.task_names, self.gates, self.heads)}
+        return {
+            name: head(torch.sigmoid(gate(representation)) * representation).squeeze(-1)
+            for name, gate, head in zip(self.task_names, self.gates, self.heads)
+        }
 
     def task_parameters(self):
         return [[*gate.parameters(), *head.parameters()] for gate, head in zip(self.gates, self.heads)]
@@ -189,8 +204,13 @@ class GatedHeads(MLPMultiTask):
 def lineage_step(shared="model", head_gradients="own", method="nash_mtl"):
     seed_everything(0)
     model = GatedHeads()
-    trainer = Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.0), method,
-                      config=TrainConfig(epochs=1, progress=False, shared=shared, head_gradients=head_gradients))
+    trainer = Trainer(
+        model,
+        regression_losses,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        method,
+        config=TrainConfig(epochs=1, progress=False, shared=shared, head_gradients=head_gradients),
+    )
     output = trainer.train_step(synthetic_batches(1)[0])
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     return trainer, output, grads
@@ -207,15 +227,20 @@ def test_all_but_heads_puts_every_tasks_gates_into_the_jacobian():
     names = [n for n, p in model.named_parameters() if any(p is q for q in shared)]
     start = 0
     for name, param in zip(names, shared):
-        block = jac[:, start:start + param.numel()]
+        block = jac[:, start : start + param.numel()]
         if name.startswith("gates.1") or name.startswith("gates.2"):
             assert torch.equal(block[0], torch.zeros_like(block[0]))
         start += param.numel()
     _, model_output, _ = lineage_step(shared="model")
-    assert torch.all(torch.diagonal(jac @ jac.T) > torch.diagonal(model_output.backward.jacobian @ model_output.backward.jacobian.T))
+    assert torch.all(
+        torch.diagonal(jac @ jac.T) > torch.diagonal(model_output.backward.jacobian @ model_output.backward.jacobian.T)
+    )
     # the gates now get the aggregate (Σ α_t g_t restricted to them), not their task's own gradient
     alpha = trainer.aggregator.last_weights
-    torch.testing.assert_close(grads["gates.1.weight"].flatten(), alpha[1] * jac[1, sum(p.numel() for p in shared[:names.index("gates.1.weight")]):][:36])
+    torch.testing.assert_close(
+        grads["gates.1.weight"].flatten(),
+        alpha[1] * jac[1, sum(p.numel() for p in shared[: names.index("gates.1.weight")]) :][:36],
+    )
 
 
 def test_weighted_head_gradients_are_alpha_times_own():

@@ -27,8 +27,9 @@ def entrypoint(main: Callable[..., Any]) -> Callable[..., int]:
             print(f"error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted: completed runs and checkpoints are kept; run the same command to resume.",
-                  file=sys.stderr)
+            print(
+                "interrupted: completed runs and checkpoints are kept; run the same command to resume.", file=sys.stderr
+            )
             return 130
         return 0
 

@@ -34,17 +34,17 @@ import yaml
 from deconflict.errors import ConfigError
 
 __all__ = [
-    "PROFILES",
     "DEVICES",
+    "PROFILES",
     "RootParams",
     "find_repo_root",
-    "load_yaml",
-    "load_root_params",
-    "validate_profile",
-    "reject_unknown",
-    "resolve_profile",
-    "resolve_device",
     "load_plugins",
+    "load_root_params",
+    "load_yaml",
+    "reject_unknown",
+    "resolve_device",
+    "resolve_profile",
+    "validate_profile",
 ]
 
 PROFILES = ("smoke", "full")
@@ -92,7 +92,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def reject_unknown(section: Mapping[str, Any], known: Iterable[str], what: str) -> None:
-    """Raise a :class:`ConfigError` naming the keys of ``section`` that are not ``known`` (``what``: e.g. "run setting")."""
+    """Raise a :class:`ConfigError` naming the keys of ``section`` that are not ``known``.
+
+    ``what`` names the kind of key in the message (e.g. "run setting")."""
     known = list(known)
     unknown = set(section) - set(known)
     if unknown:
@@ -127,8 +129,9 @@ def load_root_params(repo_root: str | Path | None = None) -> RootParams:
     plugins = params.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
         raise ConfigError(f"plugins in params.yaml must be a list of module names, got {plugins!r}.")
-    return RootParams(profile=profile, device=device, data_root=data_root, seeds=tuple(seeds), repo_root=root,
-                      plugins=tuple(plugins))
+    return RootParams(
+        profile=profile, device=device, data_root=data_root, seeds=tuple(seeds), repo_root=root, plugins=tuple(plugins)
+    )
 
 
 def load_plugins(root: RootParams) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text", "write_json", "write_csv", "read_json"]
+__all__ = ["atomic_path", "read_json", "write_csv", "write_json", "write_text"]
 
 
 @contextlib.contextmanager
@@ -31,9 +31,7 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -59,7 +57,7 @@ def write_json(destination: str | os.PathLike[str], data: Any) -> Path:
     Non-finite floats are refused (``allow_nan=False``): JSON has no NaN, and a metrics file with
     ``NaN`` in it would be silently unreadable by ``dvc metrics``.
     """
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
     return write_text(destination, text)
 
 

@@ -36,7 +36,7 @@ def gramian_float64(matrix: Tensor, chunk: int = 1 << 20) -> Tensor:
     rows, columns = matrix.shape
     total = torch.zeros(rows, rows, dtype=torch.float64, device=matrix.device)
     for start in range(0, columns, chunk):
-        block = matrix[:, start:start + chunk].to(torch.float64)
+        block = matrix[:, start : start + chunk].to(torch.float64)
         total += block @ block.T
     return total
 

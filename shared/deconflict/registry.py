@@ -49,7 +49,7 @@ class Registry(Generic[T]):
         """Class decorator: register under ``name`` (default: the class's ``name`` attribute)."""
 
         def decorate(entry: T) -> T:
-            return self.add(name or getattr(entry, "name"), entry, *aliases)
+            return self.add(name or entry.name, entry, *aliases)
 
         return decorate
 

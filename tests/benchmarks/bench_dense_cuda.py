@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from deconflict import optim
-from deconflict.data import write_synthetic
-from deconflict.experiments.dense import DenseRun, DenseSettings, train_seed
-from deconflict.models import DenseLoss, SegNetMTAN
+from deconflict.data import NYUv2
+from deconflict.experiments import RunSpec, TrainingSettings, train_seed
+from deconflict.models import SegNetMTAN
+from deconflict.tasks import TaskLoss
 from deconflict.train import TrainConfig, Trainer
 
 METHODS = [("equal", {}), ("pcgrad", {}), ("cagrad", {"c": 0.4}), ("mgda", {}), ("nash_mtl", {}), ("imtl_g", {})]
@@ -35,9 +36,11 @@ NYU = {"segmentation": 13, "depth": 1, "normal": 3}
 def batch(device: torch.device, size=(288, 384), items: int = 2):
     generator = torch.Generator().manual_seed(0)
     h, w = size
-    targets = {"segmentation": torch.randint(-1, 13, (items, h, w), generator=generator),
-               "depth": torch.rand(items, 1, h, w, generator=generator) * 5,
-               "normal": torch.nn.functional.normalize(torch.randn(items, 3, h, w, generator=generator), dim=1)}
+    targets = {
+        "segmentation": torch.randint(-1, 13, (items, h, w), generator=generator),
+        "depth": torch.rand(items, 1, h, w, generator=generator) * 5,
+        "normal": torch.nn.functional.normalize(torch.randn(items, 3, h, w, generator=generator), dim=1),
+    }
     return (torch.rand(items, 3, h, w, generator=generator).to(device), {k: v.to(device) for k, v in targets.items()})
 
 
@@ -48,8 +51,13 @@ def step_times(device: torch.device, steps: int) -> None:
     for name, hparams in METHODS:
         torch.manual_seed(0)
         model = SegNetMTAN(NYU).to(device)
-        trainer = Trainer(model, DenseLoss(model.task_names), torch.optim.Adam(model.parameters(), 1e-4),
-                          optim.get(name, **hparams), config=TrainConfig(progress=False, log_every=0))
+        trainer = Trainer(
+            model,
+            TaskLoss(model.tasks),
+            torch.optim.Adam(model.parameters(), 1e-4),
+            optim.get(name, **hparams),
+            config=TrainConfig(progress=False, log_every=0),
+        )
         for _ in range(2):
             trainer.train_step(data)
         torch.cuda.synchronize(device)
@@ -73,18 +81,27 @@ def one_epoch(device: torch.device) -> None:
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
         start = time.perf_counter()
-        write_synthetic(base / "nyuv2", "nyuv2", train=795, val=654, size=(288, 384), seed=0)
+        NYUv2.write_synthetic(base / "nyuv2", seed=0, train=795, val=654, size=(288, 384))
         print(f"synthetic full-size NYUv2 written in {time.perf_counter() - start:.0f} s")
-        settings = DenseSettings(width=1.0, epochs=1, batch_size={"nyuv2": 2}, lr_milestone=100, last_k=1,
-                                 workers=2)
+        settings = TrainingSettings(
+            model_options={"width": 1.0},
+            epochs=1,
+            batch_size={"nyuv2": 2},
+            last_k=1,
+            workers=2,
+            schedule={"name": "step", "step_size": 100, "gamma": 0.5},
+        )
         torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        metrics = train_seed(DenseRun("nyuv2", "mtan"), settings, 0, data_base=base, work_dir=base / "work",
-                             device=device, progress=True)
+        metrics = train_seed(
+            RunSpec("nyuv2", "mtan"), settings, 0, data_base=base, work_dir=base / "work", device=device, progress=True
+        )
         seconds = time.perf_counter() - start
         test = metrics[(metrics["split"] == "test") & (metrics["reduction"] == "global")]
-        print(f"one full-profile epoch (398 steps + evaluation of 654 images): {seconds:.0f} s, "
-              f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+        print(
+            f"one full-profile epoch (398 steps + evaluation of 654 images): {seconds:.0f} s, "
+            f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+        )
         print(test[["task", "metric", "value"]].to_string(index=False))
 
 

@@ -25,10 +25,19 @@ class SmallCNN(nn.Module):
     def __init__(self, n_tasks: int, width: int = 32) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.heads = nn.ModuleList(nn.Linear(2 * width, 1) for _ in range(n_tasks))
 
@@ -80,13 +89,34 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
-          f"torch {torch.__version__}, median of {args.repeats} interleaved repeats, forward included")
-    print(f"{'T':>3} | {'joint backward (ms)':>19} | {'batched (ms)':>12} | {'loop (ms)':>9} | {'loop / batched':>14} | {'batched / joint':>15} | auto picks")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(
+        f"device: {device} ({where}), torch {torch.__version__}, median of {args.repeats} interleaved repeats, "
+        "forward included"
+    )
+    header = [
+        "T",
+        "joint backward (ms)",
+        "batched (ms)",
+        "loop (ms)",
+        "loop / batched",
+        "batched / joint",
+        "auto picks",
+    ]
+    print(" | ".join(header))
     for n_tasks in (3, 40):
         result = measure(n_tasks, args.repeats, device)
         joint, batched, loop = (1e3 * result[k] for k in ("joint backward", "batched", "loop"))
-        print(f"{n_tasks:>3} | {joint:>19.2f} | {batched:>12.2f} | {loop:>9.2f} | {loop / batched:>14.2f} | {batched / joint:>15.2f} | {result['auto']}")
+        cells = [
+            f"{n_tasks:>3}",
+            f"{joint:>19.2f}",
+            f"{batched:>12.2f}",
+            f"{loop:>9.2f}",
+            f"{loop / batched:>14.2f}",
+            f"{batched / joint:>15.2f}",
+            str(result["auto"]),
+        ]
+        print(" | ".join(cells))
 
 
 if __name__ == "__main__":

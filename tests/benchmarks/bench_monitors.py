@@ -27,8 +27,15 @@ class SmallCNN(MultiTaskModel):
     def __init__(self) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.heads = nn.ModuleList(nn.Linear(64, 1) for _ in self.task_names)
 
@@ -66,8 +73,13 @@ def main() -> None:
     for name, callbacks in variants.items():
         torch.manual_seed(0)
         model = SmallCNN()
-        trainers[name] = Trainer(model, criterion, torch.optim.SGD(model.parameters(), lr=0.01),
-                                 config=TrainConfig(progress=False, log_every=0), callbacks=callbacks)
+        trainers[name] = Trainer(
+            model,
+            criterion,
+            torch.optim.SGD(model.parameters(), lr=0.01),
+            config=TrainConfig(progress=False, log_every=0),
+            callbacks=callbacks,
+        )
     times = {name: [] for name in trainers}
     for trainer in trainers.values():  # warm-up
         for _ in range(3):
@@ -79,8 +91,10 @@ def main() -> None:
                 trainer.train_step(batch)
             times[name].append((time.perf_counter() - start) / 10)
     base = statistics.median(times["no monitor"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; median of {args.rounds} rounds of 10 steps")
-    print(f"| monitor | step (ms) | over an unmonitored step |\n|---|---|---|")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; median of {args.rounds} rounds of 10 steps"
+    )
+    print("| monitor | step (ms) | over an unmonitored step |\n|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {1e3 * median:.2f} | {median / base:.2f} |")

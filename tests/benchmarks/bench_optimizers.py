@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from deconflict import optim
 from deconflict.errors import ConfigError
-from deconflict.models import DenseLoss, MultiTaskModel, SegNetMTAN
+from deconflict.models import MultiTaskModel, SegNetMTAN
+from deconflict.tasks import TaskLoss
 from deconflict.train import TrainConfig, Trainer
 
 warnings.filterwarnings("ignore")
@@ -50,8 +51,12 @@ class SmallSegNet(MultiTaskModel):
         def block(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
 
-        self.encoder = nn.Sequential(block(3, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w))
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=2), block(4 * w, 2 * w), nn.Upsample(scale_factor=2), block(2 * w, w))
+        self.encoder = nn.Sequential(
+            block(3, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w)
+        )
+        self.decoder = nn.Sequential(
+            nn.Upsample(scale_factor=2), block(4 * w, 2 * w), nn.Upsample(scale_factor=2), block(2 * w, w)
+        )
         self.heads = nn.ModuleList([nn.Conv2d(w, 13, 1), nn.Conv2d(w, 1, 1), nn.Conv2d(w, 3, 1)])
 
     def encode(self, x: Tensor) -> Tensor:
@@ -131,12 +136,20 @@ def workload(name: str, device: torch.device):
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     if name == "nyuv2":
-        return (SmallSegNet(), nyuv2_losses, nyuv2_batch(72, 96, generator),
-                "3-task SegNet-like, NYUv2-shaped 3×72×96 (¼ resolution), batch 2")
+        return (
+            SmallSegNet(),
+            nyuv2_losses,
+            nyuv2_batch(72, 96, generator),
+            "3-task SegNet-like, NYUv2-shaped 3×72×96 (¼ resolution), batch 2",
+        )
     if name == "mtan":
         model = SegNetMTAN({"segmentation": 13, "depth": 1, "normal": 3}, width=0.25)
-        return (model, DenseLoss(model.task_names), nyuv2_batch(96, 128, generator),
-                "SegNet-MTAN (width 0.25), NYUv2-shaped 3×96×128, batch 2")
+        return (
+            model,
+            TaskLoss(model.tasks),
+            nyuv2_batch(96, 128, generator),
+            "SegNet-MTAN (width 0.25), NYUv2-shaped 3×96×128, batch 2",
+        )
     model = CelebANet()
     batch = (torch.randn(16, 3, 64, 64, generator=generator), (torch.rand(16, 40, generator=generator) > 0.5).float())
     return model, celeba_losses, batch, "40-task conv net, CelebA-shaped 3×64×64, batch 16"
@@ -151,8 +164,13 @@ def to_device(batch, device):
 
 def ours(model, criterion, name: str, level: str) -> Callable[[object], None]:
     hparams = {"weights": [1.0] * model.num_tasks} if name == "fixed" else {}
-    trainer = Trainer(model, criterion, torch.optim.Adam(model.parameters(), lr=1e-4), optim.get(name, **hparams),
-                      config=TrainConfig(level=level, progress=False, log_every=0))
+    trainer = Trainer(
+        model,
+        criterion,
+        torch.optim.Adam(model.parameters(), lr=1e-4),
+        optim.get(name, **hparams),
+        config=TrainConfig(level=level, progress=False, log_every=0),
+    )
     return trainer.train_step
 
 
@@ -160,9 +178,13 @@ TORCHJD_AGGREGATORS = {
     "mgda": lambda T: __import__("torchjd.aggregation", fromlist=["MGDA"]).MGDA(),
     "pcgrad": lambda T: __import__("torchjd.aggregation", fromlist=["PCGrad"]).PCGrad(),
     "cagrad": lambda T: __import__("torchjd.aggregation", fromlist=["CAGrad"]).CAGrad(c=0.5),
-    "nash_mtl": lambda T: __import__("torchjd.aggregation", fromlist=["NashMTL"]).NashMTL(n_tasks=T, max_norm=0.0, update_weights_every=1, optim_niter=20),
+    "nash_mtl": lambda T: __import__("torchjd.aggregation", fromlist=["NashMTL"]).NashMTL(
+        n_tasks=T, max_norm=0.0, update_weights_every=1, optim_niter=20
+    ),
     "imtl_g": lambda T: __import__("torchjd.aggregation", fromlist=["IMTLG"]).IMTLG(),
-    "aligned_mtl": lambda T: __import__("torchjd.aggregation", fromlist=["AlignedMTL"]).AlignedMTL(pref_vector=torch.ones(T)),
+    "aligned_mtl": lambda T: __import__("torchjd.aggregation", fromlist=["AlignedMTL"]).AlignedMTL(
+        pref_vector=torch.ones(T)
+    ),
     "graddrop": lambda T: __import__("torchjd.aggregation", fromlist=["GradDrop"]).GradDrop(),
     "gradvac": lambda T: __import__("torchjd.aggregation", fromlist=["GradVac"]).GradVac(),
     "rgw": lambda T: __import__("torchjd.aggregation", fromlist=["Random"]).Random(),
@@ -182,6 +204,7 @@ def torchjd_step(model, criterion, name: str) -> Callable[[object], None] | None
             optimizer.zero_grad()
             torch.stack(criterion(model(inputs), targets)).sum().backward()
             optimizer.step()
+
         return step
     if name in TORCHJD_AGGREGATORS:
         aggregator = TORCHJD_AGGREGATORS[name](n_tasks)
@@ -192,17 +215,21 @@ def torchjd_step(model, criterion, name: str) -> Callable[[object], None] | None
             optimizer.zero_grad()
             z = model.encode(inputs)
             losses = criterion(model.decode(z), targets)
-            mtl_backward(losses, features=z, shared_params=model.shared_parameters(),
-                         tasks_params=model.task_parameters())
+            mtl_backward(
+                losses, features=z, shared_params=model.shared_parameters(), tasks_params=model.task_parameters()
+            )
             jac_to_grad(model.shared_parameters(), aggregator)
             optimizer.step()
+
         return step
     if name in TORCHJD_SCALARIZERS:
         import torchjd.scalarization as scalarization
 
         cls = getattr(scalarization, TORCHJD_SCALARIZERS[name])
         scalarizer = cls() if name == "dwa" else cls(n_tasks)
-        optimizer = torch.optim.Adam(list(model.parameters()) + (list(scalarizer.parameters()) if name != "famo" else []), lr=1e-4)
+        optimizer = torch.optim.Adam(
+            list(model.parameters()) + (list(scalarizer.parameters()) if name != "famo" else []), lr=1e-4
+        )
 
         def step(batch):
             inputs, targets = to_device(batch, next(model.parameters()).device)
@@ -213,6 +240,7 @@ def torchjd_step(model, criterion, name: str) -> Callable[[object], None] | None
             if name == "famo":
                 with torch.no_grad():
                     scalarizer.update(torch.stack(criterion(model(inputs), targets)))
+
         return step
     return None
 
@@ -257,8 +285,10 @@ def run(name: str, rounds: int, device: torch.device) -> None:
     joint = median[("ours", "equal", "parameter")]
     peer_joint = median.get(("torchjd", "equal", "parameter"))
     plain = f", {1e3 * peer_joint:.1f} ms in a plain loop" if peer_joint else ""
-    print(f"\n## {description} — joint training step {1e3 * joint:.1f} ms with our Trainer{plain} "
-          f"(median of {rounds}, {device})\n")
+    print(
+        f"\n## {description} — joint training step {1e3 * joint:.1f} ms with our Trainer{plain} "
+        f"(median of {rounds}, {device})\n"
+    )
     print("| method | level | ours / our joint | TorchJD / plain-loop joint | ours vs TorchJD (2 % noise band) |")
     print("|---|---|---|---|---|")
     for method in optim.available():

@@ -100,8 +100,9 @@ def stationary_cases(seeds=(0, 1, 2)):
         for rank in sorted({1, n_tasks - 1, min(n_tasks - 1, dim)}):
             for seed in seeds:
                 cases.append((f"strong-{n_tasks}x{dim}r{rank}-s{seed}", strongly_stationary(n_tasks, dim, rank, seed)))
-                cases.append((f"weak-{n_tasks}x{dim}r{rank}-s{seed}",
-                              strictly_weakly_stationary(n_tasks, dim, rank, seed)))
+                cases.append(
+                    (f"weak-{n_tasks}x{dim}r{rank}-s{seed}", strictly_weakly_stationary(n_tasks, dim, rank, seed))
+                )
         for rank in sorted({1, min(n_tasks, dim) - 1, min(n_tasks, dim)} - {0}):
             for seed in seeds:
                 cases.append((f"nonstat-{n_tasks}x{dim}r{rank}-s{seed}", non_stationary(n_tasks, dim, rank, seed)))

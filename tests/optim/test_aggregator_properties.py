@@ -33,8 +33,12 @@ def call(name: str, jac: torch.Tensor, seed: int = 0, **hparams) -> torch.Tensor
     method = optim.get(name, **hparams)
     if "parameter" in method.levels:
         return method(jac, StepContext(losses=torch.ones(jac.shape[0])))
-    context = StepContext(losses=torch.ones(jac.shape[0]), level="feature",
-                          representation=torch.ones(jac.shape[1], 1, dtype=jac.dtype), learning_rate=1e-3)
+    context = StepContext(
+        losses=torch.ones(jac.shape[0]),
+        level="feature",
+        representation=torch.ones(jac.shape[1], 1, dtype=jac.dtype),
+        learning_rate=1e-3,
+    )
     return method(jac, context)
 
 
@@ -43,7 +47,9 @@ def call(name: str, jac: torch.Tensor, seed: int = 0, **hparams) -> torch.Tensor
 def test_positively_homogeneous(name, scale):
     jac = random_jacobian(4, 9, 3)
     hparams = {"eps": 0.0} if name == "gradvac" else {}  # its eps guard is not scale-free (the formula is)
-    torch.testing.assert_close(call(name, scale * jac, **hparams), scale * call(name, jac, **hparams), rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(
+        call(name, scale * jac, **hparams), scale * call(name, jac, **hparams), rtol=1e-6, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("name", claiming("scale_invariant"))
@@ -108,11 +114,14 @@ def test_random_methods_are_seeded(name):
 
 def test_reference_values_of_the_remaining_aggregators():
     """Hard-coded outputs on TorchJD's J_base (the others are in each method's own test file)."""
-    torch.testing.assert_close(call("rgw", J_BASE, seed=0), torch.tensor([-2.6229, 1.0, 1.0], dtype=torch.float64),
-                               atol=1e-4, rtol=0)  # softmax of N(0, I) from a generator seeded with 0
+    torch.testing.assert_close(
+        call("rgw", J_BASE, seed=0), torch.tensor([-2.6229, 1.0, 1.0], dtype=torch.float64), atol=1e-4, rtol=0
+    )  # softmax of N(0, I) from a generator seeded with 0
     rotograd = optim.get("rotograd", init="identity")
-    context = StepContext(losses=torch.ones(2), level="feature", representation=torch.ones(1, 3, dtype=torch.float64),
-                          learning_rate=1e-3)
+    context = StepContext(
+        losses=torch.ones(2), level="feature", representation=torch.ones(1, 3, dtype=torch.float64), learning_rate=1e-3
+    )
     # first step: C = mean ‖g‖ = (√18 + √38)/2, d = C (g1/‖g1‖ + g2/‖g2‖)
-    torch.testing.assert_close(rotograd(J_BASE, context), torch.tensor([0.1588, 2.0706, 2.0706], dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        rotograd(J_BASE, context), torch.tensor([0.1588, 2.0706, 2.0706], dtype=torch.float64), atol=1e-4, rtol=0
+    )

@@ -18,7 +18,9 @@ def test_aligned_gradients_have_condition_number_one(shape):
     singular = torch.linalg.svdvals(aligned)
     assert (singular.max() / singular.min()).item() == pytest.approx(1.0, abs=1e-8)
     smallest = torch.linalg.eigvalsh(gram).min()
-    torch.testing.assert_close(aligned @ aligned.T, smallest * torch.eye(shape[0], dtype=torch.float64), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(
+        aligned @ aligned.T, smallest * torch.eye(shape[0], dtype=torch.float64), rtol=1e-8, atol=1e-8
+    )
 
 
 def test_rank_deficient_and_zero_jacobians():
@@ -29,21 +31,33 @@ def test_rank_deficient_and_zero_jacobians():
     singular = torch.linalg.svdvals(aligned)
     kept = singular[singular > 1e-6 * singular.max()]
     assert len(kept) == 2 and (kept.max() / kept.min()).item() == pytest.approx(1.0, abs=1e-6)
-    assert torch.equal(optim.get("aligned_mtl")(torch.zeros(3, 4, dtype=torch.float64)), torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(
+        optim.get("aligned_mtl")(torch.zeros(3, 4, dtype=torch.float64)), torch.zeros(4, dtype=torch.float64)
+    )
 
 
 def test_scale_modes_and_reduction():
     jac = random_jacobian(3, 7, 1)
     eigenvalues = torch.linalg.eigvalsh(jac @ jac.T)
-    for mode, scale in (("min", eigenvalues.min()), ("median", eigenvalues.sort().values[1]), ("rmse", eigenvalues.mean())):
+    for mode, scale in (
+        ("min", eigenvalues.min()),
+        ("median", eigenvalues.sort().values[1]),
+        ("rmse", eigenvalues.mean()),
+    ):
         aligned = alignment_matrix(jac @ jac.T, mode) @ jac
         torch.testing.assert_close(aligned.norm(dim=1), scale.sqrt().expand(3))
     torch.testing.assert_close(optim.get("aligned_mtl", reduction="mean")(jac), optim.get("aligned_mtl")(jac) / 3)
 
 
 def test_reference_values():
-    # Official code / LibMTL convention (sum over tasks), and TorchJD's (mean; its test_values.py: [0.2133, 0.9673, 0.9673]).
-    torch.testing.assert_close(optim.get("aligned_mtl")(J_BASE), torch.tensor([0.4266, 1.9347, 1.9347], dtype=torch.float64),
-                               atol=1e-4, rtol=0)
-    torch.testing.assert_close(optim.get("aligned_mtl", reduction="mean")(J_BASE),
-                               torch.tensor([0.2133, 0.9673, 0.9673], dtype=torch.float64), atol=1e-4, rtol=0)
+    # Official code / LibMTL convention (sum over tasks), and TorchJD's (mean; its test_values.py:
+    # [0.2133, 0.9673, 0.9673]).
+    torch.testing.assert_close(
+        optim.get("aligned_mtl")(J_BASE), torch.tensor([0.4266, 1.9347, 1.9347], dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        optim.get("aligned_mtl", reduction="mean")(J_BASE),
+        torch.tensor([0.2133, 0.9673, 0.9673], dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )

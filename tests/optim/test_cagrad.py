@@ -48,5 +48,9 @@ def test_without_conflict_it_moves_towards_the_worst_task():
 
 def test_reference_value_on_torchjd_base_jacobian():
     # Hard-coded output for c = 0.5 (equal to TorchJD 0.18.0's CAGrad(c=0.5) to 4 decimals).
-    torch.testing.assert_close(optim.get("cagrad", c=0.5)(J_BASE),
-                               torch.tensor([0.1835, 1.2041, 1.2041], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        optim.get("cagrad", c=0.5)(J_BASE),
+        torch.tensor([0.1835, 1.2041, 1.2041], dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )

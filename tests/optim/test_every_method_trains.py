@@ -40,8 +40,9 @@ def test_small_cnn_on_synthetic_images(name, level):
     seed_everything(0)
     model = ConvBNMultiTask(3, channels=6)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    trainer = Trainer(model, regression_losses, optimizer, build(name, 3),
-                      config=TrainConfig(epochs=4, progress=False, level=level))
+    trainer = Trainer(
+        model, regression_losses, optimizer, build(name, 3), config=TrainConfig(epochs=4, progress=False, level=level)
+    )
     result = trainer.fit(image_batches())
     assert all(math.isfinite(v) for epoch in result.history for v in epoch)
     assert sum(result.history[-1]) < 0.8 * sum(result.history[0]), result.history
@@ -51,8 +52,13 @@ def test_small_cnn_on_synthetic_images(name, level):
 def test_toy_problem_of_drmgf(name, level):
     seed_everything(0)
     model = DRMGFToy(sample_inits(1, 0)[0])
-    trainer = Trainer(model, lambda outputs, _: toy_objective(outputs), torch.optim.SGD(model.parameters(), lr=0.01),
-                      build(name, 2), config=TrainConfig(epochs=1, steps_per_epoch=150, progress=False, level=level))
+    trainer = Trainer(
+        model,
+        lambda outputs, _: toy_objective(outputs),
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        build(name, 2),
+        config=TrainConfig(epochs=1, steps_per_epoch=150, progress=False, level=level),
+    )
     with torch.no_grad():
         start = toy_objective(model(None)).sum().item()
     trainer.fit(itertools.repeat((None, None)))

@@ -74,4 +74,6 @@ def test_reference_value_on_torchjd_base_jacobian():
     torch.manual_seed(0)
     torch.testing.assert_close(optim.get("graddrop")(J_BASE), torch.tensor([-4.0, 2.0, 2.0], dtype=torch.float64))
     torch.manual_seed(0)
-    torch.testing.assert_close(optim.get("graddrop", leak=0.5)(J_BASE), torch.tensor([-1.0, 2.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        optim.get("graddrop", leak=0.5)(J_BASE), torch.tensor([-1.0, 2.0, 2.0], dtype=torch.float64)
+    )

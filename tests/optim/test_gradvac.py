@@ -76,5 +76,9 @@ def test_seeded_reset_and_state():
 def test_reference_value_on_torchjd_base_jacobian():
     # TorchJD 0.18.0, same seed: first call = PCGrad [0.5848, 3.8012, 3.8012]; then [1.00654, 3.2644, 3.2644].
     method = optim.get("gradvac")
-    torch.testing.assert_close(method(J_BASE), torch.tensor([0.5848, 3.8012, 3.8012], dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(method(J_BASE), torch.tensor([1.00654, 3.26440, 3.26440], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        method(J_BASE), torch.tensor([0.5848, 3.8012, 3.8012], dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        method(J_BASE), torch.tensor([1.00654, 3.26440, 3.26440], dtype=torch.float64), atol=1e-4, rtol=0
+    )

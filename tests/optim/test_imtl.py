@@ -49,8 +49,9 @@ def test_imtl_g_is_permutation_invariant():
 
 def test_imtl_g_reference_value():
     # TorchJD tests/unit/aggregation/test_values.py: IMTLG on J_base → [0.0767, 1, 1].
-    torch.testing.assert_close(optim.get("imtl_g")(J_BASE), torch.tensor([0.0767, 1.0, 1.0], dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        optim.get("imtl_g")(J_BASE), torch.tensor([0.0767, 1.0, 1.0], dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 def test_imtl_l_weights_penalty_and_optimum():
@@ -70,8 +71,13 @@ def test_imtl_trains_scales_and_shared_part_together():
     seed_everything(0)
     model = MLPMultiTask(3)
     imtl = optim.get("imtl")
-    trainer = Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.05), imtl,
-                      config=TrainConfig(epochs=2, progress=False))
+    trainer = Trainer(
+        model,
+        regression_losses,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        imtl,
+        config=TrainConfig(epochs=2, progress=False),
+    )
     assert trainer.weighting is imtl.weighting and trainer.aggregator is imtl.aggregator
     from tests.test_train import synthetic_batches
 

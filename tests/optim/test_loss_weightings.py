@@ -137,18 +137,27 @@ def test_reference_values_of_the_loss_weightings():
     """Hard-coded outputs on fixed losses (seeded where random)."""
     losses = torch.tensor([2.0, 0.5, 1.0], dtype=torch.float64)
     torch.testing.assert_close(optim.get("equal")(losses), torch.ones(3, dtype=torch.float64))
-    torch.testing.assert_close(optim.get("fixed", weights=[1.0, 10.0, 2.0])(losses), torch.tensor([1.0, 10.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        optim.get("fixed", weights=[1.0, 10.0, 2.0])(losses), torch.tensor([1.0, 10.0, 2.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(optim.get("uw")(losses), torch.full((3,), 0.5, dtype=torch.float64))
     torch.testing.assert_close(optim.get("imtl_l")(losses), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(optim.get("famo")(losses), torch.tensor([1 / 7, 4 / 7, 2 / 7], dtype=torch.float64))
     torch.testing.assert_close(optim.get("dwa")(losses), torch.ones(3, dtype=torch.float64))
     # softmax of torch.randn(3) from a generator seeded with 0 (CPU, float64)
-    torch.testing.assert_close(optim.get("rlw", seed=0)(losses),
-                               torch.tensor([0.844634, 0.134893, 0.020473], dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        optim.get("rlw", seed=0)(losses),
+        torch.tensor([0.844634, 0.134893, 0.020473], dtype=torch.float64),
+        atol=1e-6,
+        rtol=0,
+    )
     # γ = (Σℓ/ℓ)·p with p = softmax(−η ℓ) after one step; K = 1: every task gets mean γ ≈ (1.75 + 7 + 3.5)/9
-    torch.testing.assert_close(optim.get("go4align", num_groups=1)(losses),
-                               torch.full((3,), 1.3611532, dtype=torch.float64), atol=1e-6, rtol=0)
-    assert math.isclose(float(optim.get("go4align", num_groups=1, step_size=0.0)(losses)[0]), (3.5 / 2 + 3.5 / 0.5 + 3.5) / 9)
+    torch.testing.assert_close(
+        optim.get("go4align", num_groups=1)(losses), torch.full((3,), 1.3611532, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    assert math.isclose(
+        float(optim.get("go4align", num_groups=1, step_size=0.0)(losses)[0]), (3.5 / 2 + 3.5 / 0.5 + 3.5) / 9
+    )
 
 
 def test_gradnorm_state_and_reset():

@@ -58,10 +58,12 @@ def test_pareto_stationary_point_gives_zero():
 
 def test_reference_value_on_torchjd_base_jacobian():
     # TorchJD's tests/unit/aggregation/test_values.py: MGDA on [[-4,1,1],[6,1,1]] → [0, 1, 1].
-    torch.testing.assert_close(optim.get("mgda")(J_BASE), torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64),
-                               atol=1e-12, rtol=0)
-    torch.testing.assert_close(optim.get("mgda").weights(J_BASE @ J_BASE.T),
-                               torch.tensor([0.6, 0.4], dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        optim.get("mgda")(J_BASE), torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64), atol=1e-12, rtol=0
+    )
+    torch.testing.assert_close(
+        optim.get("mgda").weights(J_BASE @ J_BASE.T), torch.tensor([0.6, 0.4], dtype=torch.float64), atol=1e-12, rtol=0
+    )
 
 
 @pytest.mark.parametrize("jac", MATRICES[:12], ids=IDS[:12])

@@ -110,11 +110,11 @@ def test_update_frequency_reuses_weights_and_reset_forgets():
 def test_max_norm_clips_the_update_as_the_official_code():
     jac = 10 * random_jacobian(3, 6, seed=3)
     assert optim.get("nash_mtl")(jac).norm() > 1.0
-    torch.testing.assert_close(optim.get("nash_mtl", max_norm=1.0)(jac).norm(),
-                               torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(optim.get("nash_mtl", max_norm=1.0)(jac).norm(), torch.tensor(1.0, dtype=torch.float64))
 
 
 def test_reference_value_on_torchjd_base_jacobian():
     # Hard-coded output (equal to TorchJD 0.18.0's NashMTL(max_norm=0) to 4 decimals).
-    torch.testing.assert_close(optim.get("nash_mtl")(J_BASE),
-                               torch.tensor([0.0766, 0.9985, 0.9985], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        optim.get("nash_mtl")(J_BASE), torch.tensor([0.0766, 0.9985, 0.9985], dtype=torch.float64), atol=1e-4, rtol=0
+    )

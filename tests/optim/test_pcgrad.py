@@ -76,8 +76,10 @@ def test_state_dict_resumes_the_random_sequence():
 
 def test_reference_value_on_torchjd_base_jacobian():
     # TorchJD's tests/unit/aggregation/test_values.py: PCGrad → [0.5848, 3.8012, 3.8012].
-    torch.testing.assert_close(optim.get("pcgrad")(J_BASE), torch.tensor([0.5848, 3.8012, 3.8012], dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        optim.get("pcgrad")(J_BASE), torch.tensor([0.5848, 3.8012, 3.8012], dtype=torch.float64), atol=1e-4, rtol=0
+    )
     # exact: g1' = g1 + 22/38 g2, g2' = g2 + 22/18 g1
-    torch.testing.assert_close(optim.get("pcgrad").weights(J_BASE @ J_BASE.T),
-                               torch.tensor([1 + 22 / 18, 1 + 22 / 38], dtype=torch.float64))
+    torch.testing.assert_close(
+        optim.get("pcgrad").weights(J_BASE @ J_BASE.T), torch.tensor([1 + 22 / 18, 1 + 22 / 38], dtype=torch.float64)
+    )

@@ -88,8 +88,13 @@ def test_state_round_trip_and_reset():
 def test_rotograd_runs_at_feature_level_only():
     model = MLPMultiTask(3)
     with pytest.raises(ConfigError, match="rotograd runs at feature level only"):
-        Trainer(model, regression_losses, torch.optim.SGD(model.parameters(), lr=0.1), "rotograd",
-                config=TrainConfig(level="parameter"))
+        Trainer(
+            model,
+            regression_losses,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            "rotograd",
+            config=TrainConfig(level="parameter"),
+        )
 
 
 def test_rotation_learning_rate_follows_the_networks_schedule():
@@ -99,11 +104,22 @@ def test_rotation_learning_rate_follows_the_networks_schedule():
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     method = optim.get("rotograd", lr_factor=0.1)
-    trainer = Trainer(model, regression_losses, optimizer, method, scheduler=scheduler,
-                      config=TrainConfig(epochs=2, level="feature", progress=False))
+    trainer = Trainer(
+        model,
+        regression_losses,
+        optimizer,
+        method,
+        scheduler=scheduler,
+        config=TrainConfig(epochs=2, level="feature", progress=False),
+    )
     seen = []
-    trainer.callbacks.append(type("Record", (Callback,), {
-        "on_step_end": lambda self, t, out: seen.append(method._optimizer.param_groups[0]["lr"])})())
+    trainer.callbacks.append(
+        type(
+            "Record",
+            (Callback,),
+            {"on_step_end": lambda self, t, out: seen.append(method._optimizer.param_groups[0]["lr"])},
+        )()
+    )
     inputs = torch.randn(8, 5)
     trainer.fit([(inputs, torch.tanh(inputs[:, :3]))] * 2)
     assert seen == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])

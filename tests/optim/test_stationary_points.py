@@ -22,8 +22,11 @@ from tests.optim._inputs import STATIONARY_IDS, STATIONARY_MATRICES
 
 CASES = list(zip(STATIONARY_IDS, STATIONARY_MATRICES))
 # Nash-MTL claims it too, but has no solution at a stationary point (checked below)
-PERMUTATION_INVARIANT = [n for n in optim.available("aggregator")
-                         if "permutation_invariant" in optim.method_class(n).claims and n != "nash_mtl"]
+PERMUTATION_INVARIANT = [
+    n
+    for n in optim.available("aggregator")
+    if "permutation_invariant" in optim.method_class(n).claims and n != "nash_mtl"
+]
 
 
 def is_stationary(case_id: str) -> bool:
@@ -35,8 +38,12 @@ def call(name: str, jac: torch.Tensor, **hparams) -> torch.Tensor:
     if "seed" in optim.method_class(name).hyperparameters():
         hparams.setdefault("seed", 0)
     method = optim.get(name, **hparams)
-    context = StepContext(losses=torch.ones(jac.shape[0]), level="feature" if name == "rotograd" else "parameter",
-                          representation=torch.ones(jac.shape[1], 1, dtype=jac.dtype), learning_rate=1e-3)
+    context = StepContext(
+        losses=torch.ones(jac.shape[0]),
+        level="feature" if name == "rotograd" else "parameter",
+        representation=torch.ones(jac.shape[1], 1, dtype=jac.dtype),
+        learning_rate=1e-3,
+    )
     return method(jac, context)
 
 
@@ -138,7 +145,9 @@ def test_mgda_vanishes_exactly_at_stationary_points(case_id, jac):
 
 
 # -- PCGrad: with two tasks, the update conflicts with neither ---------------------------------------------
-@pytest.mark.parametrize("case_id,jac", [c for c in CASES if c[1].shape[0] == 2], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "case_id,jac", [c for c in CASES if c[1].shape[0] == 2], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_pcgrad_two_tasks_conflict_with_neither(case_id, jac):
     direction = call("pcgrad", jac)
     assert torch.all(jac @ direction >= -1e-9 * jac.norm(dim=1).max() ** 2)
@@ -158,8 +167,9 @@ def test_imtl_g_equal_projections_or_zero(case_id, jac):
 
 
 # -- Nash-MTL: no bargaining solution at a stationary point; the fallback is the documented one -----------
-@pytest.mark.parametrize("case_id,jac", [c for c in CASES if c[0].startswith("strong")][:6],
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "case_id,jac", [c for c in CASES if c[0].startswith("strong")][:6], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_nash_mtl_at_strongly_stationary_points(case_id, jac):
     with pytest.raises(SolverError, match="nash_mtl at step 1"):
         call("nash_mtl", jac, on_failure="raise")
@@ -168,9 +178,11 @@ def test_nash_mtl_at_strongly_stationary_points(case_id, jac):
     torch.testing.assert_close(direction, jac.sum(0))
 
 
-@pytest.mark.parametrize("case_id,jac", [c for c in CASES if c[0].startswith("nonstat")
-                                         and torch.linalg.matrix_rank(c[1]) == c[1].shape[0]],
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "case_id,jac",
+    [c for c in CASES if c[0].startswith("nonstat") and torch.linalg.matrix_rank(c[1]) == c[1].shape[0]],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_nash_mtl_solves_its_bargaining_equation_where_it_has_a_solution(case_id, jac):
     method = optim.get("nash_mtl", on_failure="raise")
     with warnings.catch_warnings():

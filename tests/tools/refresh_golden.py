@@ -52,8 +52,9 @@ def problems(notebook) -> list[str]:
 
 def refresh(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, kernel_name=KERNEL, timeout=1800,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=1800, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     strip(notebook)
     nbformat.write(notebook, path)
 

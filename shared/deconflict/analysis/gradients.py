@@ -6,21 +6,26 @@ layer, or of the shared representation) and return plain floats or small tensors
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 from deconflict.errors import ShapeError
 
 __all__ = [
-    "cosine_matrix",
-    "magnitude_similarity_matrix",
-    "pair_indices",
-    "gradient_direction_similarity",
-    "gradient_magnitude_similarity",
     "conflict_fraction",
+    "cosine_matrix",
     "drmgf_conflict_value",
     "drmgf_convergence_gain",
     "feature_disentanglement_entropy",
+    "filter_index",
+    "filter_inner_products",
+    "gradient_direction_similarity",
+    "gradient_magnitude_similarity",
+    "magnitude_similarity_matrix",
+    "pair_indices",
 ]
 
 
@@ -80,10 +85,47 @@ def conflict_fraction(jacobian: Tensor, threshold: float = 0.0) -> float:
     return sum(float(cosine[i, j]) < threshold for i, j in pairs) / len(pairs)
 
 
-def drmgf_conflict_value(g_i: Tensor, g_j: Tensor, eps: float = 1e-30) -> float:
-    """DR-MGF Eq. (2) / (C.13): C = Σ_d max(0, −g_{i,d} g_{j,d} / ‖g_i‖²), the conflict of g_j with g_i."""
+def filter_index(shapes: Sequence[tuple[str, Sequence[int]]]) -> Tensor:
+    """The filter each entry of a flattened list of parameters belongs to (DR-MGF's "shared filters").
+
+    ``shapes``: (name, shape) of each parameter, in the order they are flattened. A filter is one
+    output channel of a module: row k of every parameter of the module whose first dimension is the
+    module's output size (a conv's ``weight[k]`` and ``bias[k]``, a BatchNorm's ``weight[k]`` and
+    ``bias[k]``); any other parameter's rows are filters of their own. Returns a LongTensor of
+    filter indices, one per entry.
+    """
+    ids, bases, next_id = [], {}, 0
+    for name, shape in shapes:
+        module = name.rpartition(".")[0] or name
+        rows = int(shape[0]) if len(shape) else 1
+        per_row = int(math.prod(shape[1:])) if len(shape) > 1 else 1
+        key = (module, rows)
+        if key not in bases:
+            bases[key] = next_id
+            next_id += rows
+        ids.append((bases[key] + torch.arange(rows)).repeat_interleave(per_row))
+    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+
+
+def filter_inner_products(g_i: Tensor, g_j: Tensor, filters: Tensor | None = None) -> Tensor:
+    """⟨g_i,f, g_j,f⟩ for every filter f (``filters``: :func:`filter_index`; None: every entry its own filter)."""
+    products = g_i * g_j
+    if filters is None:
+        return products
+    out = torch.zeros(int(filters.max()) + 1 if filters.numel() else 0, dtype=products.dtype, device=products.device)
+    return out.index_add_(0, filters.to(products.device), products)
+
+
+def drmgf_conflict_value(g_i: Tensor, g_j: Tensor, filters: Tensor | None = None, eps: float = 1e-30) -> float:
+    """DR-MGF Eq. (2) / (C.13): C = Σ_f max(0, −g_{i,f}ᵀ g_{j,f} / ‖g_i‖²), the conflict of g_j with g_i,
+    summed over the N shared filters f (``filters``: each entry's filter, :func:`filter_index`).
+
+    Without ``filters`` every entry counts as a filter of its own (C = Σ_d max(0, −g_{i,d} g_{j,d}) /
+    ‖g_i‖², the per-coordinate form, an upper bound of the per-filter value).
+    """
     g_i, g_j = g_i.detach().to(torch.float64).reshape(-1), g_j.detach().to(torch.float64).reshape(-1)
-    return float(torch.clamp(-(g_i * g_j) / max(float(g_i @ g_i), eps), min=0).sum())
+    per_filter = filter_inner_products(g_i, g_j, filters)
+    return float(torch.clamp(-per_filter / max(float(g_i @ g_i), eps), min=0).sum())
 
 
 def drmgf_convergence_gain(g_i: Tensor, g_j: Tensor, eps: float = 1e-30) -> float:

@@ -15,16 +15,16 @@ WHOLE_SHARED = "(all shared)"
 __all__ = [
     "RECON_BINS",
     "WHOLE_SHARED",
-    "cosine_distribution",
     "bin_labels",
-    "tail_reduction",
-    "s_conflict_scores",
-    "s_conflict_ranking",
-    "ranking_distance",
-    "incidence_of_conflict",
-    "ranking_similarity",
-    "loss_trend_correlation",
     "conflict_gain_correlation",
+    "cosine_distribution",
+    "incidence_of_conflict",
+    "loss_trend_correlation",
+    "ranking_distance",
+    "ranking_similarity",
+    "s_conflict_ranking",
+    "s_conflict_scores",
+    "tail_reduction",
 ]
 
 #: Recon's bin edges for the distribution of cos φ_ij, from 1 down to −1 (Table 6: Multi-Fashion+MNIST;
@@ -69,8 +69,12 @@ def cosine_distribution(cosines: Sequence[float] | np.ndarray, edges: Sequence[f
     return pd.Series(100.0 * np.asarray(counts) / values.size, index=bin_labels(edges))
 
 
-def tail_reduction(baseline: pd.Series | Mapping[str, float], method: pd.Series | Mapping[str, float],
-                   edges: Sequence[float], tail: float) -> float:
+def tail_reduction(
+    baseline: pd.Series | Mapping[str, float],
+    method: pd.Series | Mapping[str, float],
+    edges: Sequence[float],
+    tail: float,
+) -> float:
     """Recon's "Reduction (%)": 100 (J − X)/J, with J and X the baseline's and the method's summed
     percentages of the bins below ``tail`` (e.g. −0.01: cos φ_ij ∈ [−1, −0.01))."""
     e = _descending(edges)
@@ -124,7 +128,7 @@ def incidence_of_conflict(summary: pd.DataFrame, last_fraction: float | None = N
         if not 0 < last_fraction <= 1:
             raise ShapeError(f"last_fraction must be in (0, 1], got {last_fraction}.")
         epochs = int(summary["epoch"].max()) + 1
-        first = epochs - max(1, int(round(last_fraction * epochs)))
+        first = epochs - max(1, round(last_fraction * epochs))
         rows = summary[summary["epoch"] >= first]
     return float(100.0 * rows["conflict_fraction"].mean())
 

@@ -35,6 +35,16 @@ def get(name: str, root: str | os.PathLike[str], split: str, **kwargs: Any) -> M
 
 
 __all__ = [
-    "CityScapes", "DATASETS", "DatasetError", "MTANDataset", "MultiTaskDataset", "NYUv2", "available", "get",
-    "horizontal_flip", "random_scale_crop", "register", "require_dataset",
+    "DATASETS",
+    "CityScapes",
+    "DatasetError",
+    "MTANDataset",
+    "MultiTaskDataset",
+    "NYUv2",
+    "available",
+    "get",
+    "horizontal_flip",
+    "random_scale_crop",
+    "register",
+    "require_dataset",
 ]

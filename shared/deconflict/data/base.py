@@ -28,10 +28,10 @@ from deconflict.tasks import Task
 __all__ = ["DATASETS", "MultiTaskDataset", "register"]
 
 #: every dataset class, by name
-DATASETS: Registry[type["MultiTaskDataset"]] = Registry("dataset", error=UnknownNameError)
+DATASETS: Registry[type[MultiTaskDataset]] = Registry("dataset", error=UnknownNameError)
 
 
-def register(cls: type["MultiTaskDataset"]) -> type["MultiTaskDataset"]:
+def register(cls: type[MultiTaskDataset]) -> type[MultiTaskDataset]:
     """Class decorator: register a dataset class under its ``name``."""
     return DATASETS.add(cls.name, cls)
 

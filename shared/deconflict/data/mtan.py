@@ -36,15 +36,25 @@ from deconflict.io import atomic_path
 from deconflict.tasks import Depth, SemanticSegmentation, SurfaceNormal, Task, Window, resize_window
 
 __all__ = [
-    "MTANDataset", "NYUv2", "CityScapes", "random_scale_crop", "horizontal_flip", "synthetic_item", "class_palette",
+    "CityScapes",
+    "MTANDataset",
+    "NYUv2",
+    "class_palette",
+    "horizontal_flip",
+    "random_scale_crop",
+    "synthetic_item",
 ]
 
 SCALES = (1.0, 1.2, 1.5)
 
 
-def random_scale_crop(image: Tensor, targets: dict[str, Tensor], tasks: dict[str, Task],
-                      generator: torch.Generator | None = None,
-                      scales: tuple[float, ...] = SCALES) -> tuple[Tensor, dict[str, Tensor]]:
+def random_scale_crop(
+    image: Tensor,
+    targets: dict[str, Tensor],
+    tasks: dict[str, Task],
+    generator: torch.Generator | None = None,
+    scales: tuple[float, ...] = SCALES,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The papers' RandomScaleCrop: crop a random int(H/s)×int(W/s) window (s from ``scales``) and
     resize it back to H×W — the image bilinearly (aligned corners), each target as its task says
     (:meth:`~deconflict.tasks.Task.crop_resize`: labels and depth nearest, depth ÷ s, normals bilinear)."""
@@ -62,9 +72,13 @@ def resize_image(image: Tensor, window: Window, size: tuple[int, int]) -> Tensor
     return resize_window(image, window, size, "bilinear")
 
 
-def horizontal_flip(image: Tensor, targets: dict[str, Tensor], tasks: dict[str, Task],
-                    generator: torch.Generator | None = None,
-                    probability: float = 0.5) -> tuple[Tensor, dict[str, Tensor]]:
+def horizontal_flip(
+    image: Tensor,
+    targets: dict[str, Tensor],
+    tasks: dict[str, Task],
+    generator: torch.Generator | None = None,
+    probability: float = 0.5,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Flip left-right with ``probability``; each target as its task says (normals: x negated)."""
     if float(torch.rand(1, generator=generator)) >= probability:
         return image, targets
@@ -89,8 +103,9 @@ class MTANDataset(MultiTaskDataset):
     #: the synthetic writer's targets: CityScapes stores disparity (≈ 0 … 0.5), NYUv2 metres
     synthetic_disparity: ClassVar[bool] = False
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "train", augment: bool = False,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], split: str = "train", augment: bool = False, seed: int | None = None
+    ) -> None:
         folder = {"test": "val"}.get(split, split)
         if folder not in self.splits:
             raise DatasetError(f"{self.name}: unknown split {split!r}; use 'train' or 'val' (alias 'test').")
@@ -165,7 +180,10 @@ class MTANDataset(MultiTaskDataset):
             ok = task.check_array(array)
             shape = "H×W" if task.target_channels is None else f"H×W×{task.target_channels}"
         if not ok or not np.issubdtype(array.dtype, np.number):
-            raise DatasetError(f"{self.name}: {path} has shape {array.shape} and dtype {array.dtype}; expected a numeric {shape} array.")
+            raise DatasetError(
+                f"{self.name}: {path} has shape {array.shape} and dtype {array.dtype}; "
+                f"expected a numeric {shape} array."
+            )
         return array
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -177,7 +195,9 @@ class MTANDataset(MultiTaskDataset):
         for name, task in self.task_objects.items():
             array = self._load(name, index)
             if array.shape[:2] != (height, width):
-                raise DatasetError(f"{self.name}: item {index}: {name} is {array.shape[:2]}, the image {(height, width)}.")
+                raise DatasetError(
+                    f"{self.name}: item {index}: {name} is {array.shape[:2]}, the image {(height, width)}."
+                )
             targets[name] = task.target_from_array(array)
         image_tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0))).float()
         if self.augment:
@@ -187,8 +207,15 @@ class MTANDataset(MultiTaskDataset):
         return image_tensor, targets
 
     @classmethod
-    def write_synthetic(cls, root: str | os.PathLike[str], seed: int = 0, *, train: int = 32, val: int = 16,
-                        size: tuple[int, int] = (32, 64)) -> Path:
+    def write_synthetic(
+        cls,
+        root: str | os.PathLike[str],
+        seed: int = 0,
+        *,
+        train: int = 32,
+        val: int = 16,
+        size: tuple[int, int] = (32, 64),
+    ) -> Path:
         """Write ``train`` + ``val`` synthetic items of ``size`` (H, W) under ``root`` (see the module docstring)."""
         root = Path(root)
         rng = np.random.default_rng(seed)
@@ -199,9 +226,8 @@ class MTANDataset(MultiTaskDataset):
             for index in range(count):
                 item = synthetic_item(rng, height, width, classes, palette, disparity=cls.synthetic_disparity)
                 for key, folder in cls.folders.items():
-                    with atomic_path(root / split / folder / f"{index}.npy") as tmp:
-                        with open(tmp, "wb") as handle:
-                            np.save(handle, item[key])
+                    with atomic_path(root / split / folder / f"{index}.npy") as tmp, open(tmp, "wb") as handle:
+                        np.save(handle, item[key])
         return root
 
 
@@ -249,14 +275,15 @@ def class_palette(rng: np.random.Generator, classes: int) -> np.ndarray:
     return grid[rng.permutation(len(grid))[:classes]]
 
 
-def synthetic_item(rng: np.random.Generator, height: int, width: int, classes: int, palette: np.ndarray,
-                   disparity: bool = False) -> dict[str, np.ndarray]:
+def synthetic_item(
+    rng: np.random.Generator, height: int, width: int, classes: int, palette: np.ndarray, disparity: bool = False
+) -> dict[str, np.ndarray]:
     """One item as the MTAN files store it: float64 arrays, channel last."""
     label = np.full((height, width), rng.integers(classes), dtype=np.float64)
     for _ in range(rng.integers(2, 5)):
         h, w = rng.integers(height // 4, height // 2 + 1), rng.integers(width // 4, width // 2 + 1)
         i, j = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-        label[i:i + h, j:j + w] = rng.integers(classes)
+        label[i : i + h, j : j + w] = rng.integers(classes)
     classes_map = label.astype(int)
     rows, cols = np.mgrid[0:height, 0:width] / max(height, width)
     texture = 0.05 * np.sin(2 * np.pi * (classes_map + 1) * (rows + cols) * 3)
@@ -271,7 +298,7 @@ def synthetic_item(rng: np.random.Generator, height: int, width: int, classes: i
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
     hole = np.zeros((height, width), dtype=bool)  # missing depth, as in the real data
     hi, hj = rng.integers(0, height - height // 8), rng.integers(0, width - width // 8)
-    hole[hi:hi + height // 8, hj:hj + width // 8] = True
+    hole[hi : hi + height // 8, hj : hj + width // 8] = True
     depth[hole] = 0.0
     normal[hole] = 0.0
     label[:1, :] = -1  # an unlabelled border row

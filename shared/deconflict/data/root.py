@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deconflict.errors import DatasetError, DatasetNotFoundError
 
-__all__ = ["require_dataset", "DatasetError"]
+__all__ = ["DatasetError", "require_dataset"]
 
 
 def require_dataset(data_root: str | Path, name: str, expected: Iterable[str] = ()) -> Path:

@@ -19,14 +19,16 @@ import sys
 from pathlib import Path
 
 from deconflict.data.mtan import MTANDataset
-from deconflict.tasks import SemanticSegmentation
 from deconflict.errors import DatasetError
 from deconflict.numerics import all_finite
+from deconflict.tasks import SemanticSegmentation
 
-__all__ = ["verify_dataset", "file_hashes", "main"]
+__all__ = ["file_hashes", "main", "verify_dataset"]
 
 
-def verify_dataset(cls: type[MTANDataset], root: str | Path, *, public: bool = True, sample: int | None = None) -> list[str]:
+def verify_dataset(
+    cls: type[MTANDataset], root: str | Path, *, public: bool = True, sample: int | None = None
+) -> list[str]:
     """Problems found in the copy at ``root`` (empty: it matches). ``public``: require the public
     counts and size; ``sample``: check only every k-th item's values (all shapes are always read)."""
     problems = []
@@ -54,8 +56,10 @@ def verify_dataset(cls: type[MTANDataset], root: str | Path, *, public: bool = T
                     label = targets[task.name]
                     bad = label[(label != task.ignore_index) & ((label < 0) | (label >= task.classes))]
                     if bad.numel():
-                        problems.append(f"{split}/{index}: labels {sorted(set(bad.tolist()))[:5]} outside "
-                                        f"{task.ignore_index}, 0…{task.classes - 1}.")
+                        problems.append(
+                            f"{split}/{index}: labels {sorted(set(bad.tolist()))[:5]} outside "
+                            f"{task.ignore_index}, 0…{task.classes - 1}."
+                        )
             for name, tensor in [("image", image), *targets.items()]:
                 if tensor.is_floating_point() and not all_finite(tensor):
                     problems.append(f"{split}/{index}: {name} has NaN or Inf.")
@@ -99,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                     expected[path.strip()] = digest
             for path in sorted(set(expected) | set(hashes)):
                 if expected.get(path) != hashes.get(path):
-                    problems.append(f"{path}: {'missing' if path not in hashes else 'not in the manifest' if path not in expected else 'hash differs'}")
+                    if path not in hashes:
+                        problems.append(f"{path}: missing")
+                    elif path not in expected:
+                        problems.append(f"{path}: not in the manifest")
+                    else:
+                        problems.append(f"{path}: hash differs")
     for problem in problems:
         print(problem, file=sys.stderr)
     print(f"{args.dataset} at {args.root}: " + ("OK" if not problems else f"{len(problems)} problem(s)"))

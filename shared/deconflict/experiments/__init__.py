@@ -1,4 +1,4 @@
-"""Layer 7 — whole experiments (``deconflict.experiments``): the generic core every family uses.
+"""Layer 8 — whole experiments (``deconflict.experiments``): the generic core every family uses.
 
 * :class:`RunSpec` — what defines a run (dataset → family, model, method + hyperparameters, level,
   parameter split, learning rate); :class:`TrainingSettings` — the profile's part (sizes, epochs,
@@ -19,7 +19,19 @@ from deconflict.experiments.settings import TrainingSettings
 from deconflict.experiments.spec import RunSpec
 
 __all__ = [
-    "FAMILIES", "REFERENCE_COLUMNS", "Evaluator", "Family", "RunSpec", "TaskMeter", "TrainingSettings",
-    "family_of", "load_reference", "load_run", "model_size", "register_family", "summarise_run", "train_run",
+    "FAMILIES",
+    "REFERENCE_COLUMNS",
+    "Evaluator",
+    "Family",
+    "RunSpec",
+    "TaskMeter",
+    "TrainingSettings",
+    "family_of",
+    "load_reference",
+    "load_run",
+    "model_size",
+    "register_family",
+    "summarise_run",
+    "train_run",
     "train_seed",
 ]

@@ -27,16 +27,16 @@ from deconflict.models.toy import TOY_PARAMETER_NAMES, DRMGFToy, toy_objective, 
 from deconflict.train import Callback, StepOutput, TrainConfig, Trainer
 
 __all__ = [
+    "NOT_IMPLEMENTED",
     "ToyMethod",
     "ToySettings",
     "TrajectoryRecorder",
-    "sample_inits",
-    "run_toy",
-    "summarise",
-    "paper_claims",
-    "summary_vs_paper",
     "load_toy_results",
-    "NOT_IMPLEMENTED",
+    "paper_claims",
+    "run_toy",
+    "sample_inits",
+    "summarise",
+    "summary_vs_paper",
 ]
 
 NOT_IMPLEMENTED = {"DR-MGF": "not implemented yet: DR-MGF itself comes with a later issue"}
@@ -52,7 +52,7 @@ class ToyMethod:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, entry: dict[str, Any]) -> "ToyMethod":
+    def from_params(cls, entry: dict[str, Any]) -> ToyMethod:
         if not isinstance(entry, dict) or "name" not in entry:
             raise ConfigError(f"each toy method needs at least a 'name', got {entry!r}.")
         name = optim.canonical_name(entry["name"])  # unknown names fail here, before any training
@@ -76,7 +76,7 @@ class ToySettings:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, section: dict[str, Any], seed: int) -> "ToySettings":
+    def from_params(cls, section: dict[str, Any], seed: int) -> ToySettings:
         known = {"methods", "steps", "n_inits", "lr", "c1", "c2", "init_low", "init_high", "tolerance"}
         unknown = set(section) - known
         if unknown:
@@ -84,8 +84,11 @@ class ToySettings:
         missing = {"methods", "steps", "n_inits", "lr"} - set(section)
         if missing:
             raise ConfigError(f"toy parameters are missing {sorted(missing)}.")
-        settings = cls(methods=tuple(ToyMethod.from_params(m) for m in section["methods"]),
-                       **{k: v for k, v in section.items() if k != "methods"}, seed=seed)
+        settings = cls(
+            methods=tuple(ToyMethod.from_params(m) for m in section["methods"]),
+            **{k: v for k, v in section.items() if k != "methods"},
+            seed=seed,
+        )
         if settings.steps < 1 or settings.n_inits < 1 or not settings.lr > 0:
             raise ConfigError(f"toy needs steps ≥ 1, n_inits ≥ 1 and lr > 0, got {settings}.")
         if not settings.init_low < settings.init_high:
@@ -130,8 +133,9 @@ class TrajectoryRecorder(Callback):
         self.rows = [list(row) for row in state["rows"]]
 
 
-def run_toy(method: ToyMethod, init: dict[str, list[float]], settings: ToySettings,
-            run_dir: Path | None = None) -> tuple[pd.DataFrame, int]:
+def run_toy(
+    method: ToyMethod, init: dict[str, list[float]], settings: ToySettings, run_dir: Path | None = None
+) -> tuple[pd.DataFrame, int]:
     """Train the toy network from ``init`` with ``method``; return its trajectory and solver fallbacks.
 
     With a ``run_dir`` the run checkpoints every 100 steps and resumes from there if killed.
@@ -147,8 +151,9 @@ def run_toy(method: ToyMethod, init: dict[str, list[float]], settings: ToySettin
         optimizer,
         weighting=built if built.category == "weighting" else None,
         aggregator=built if built.category == "aggregator" else None,
-        config=TrainConfig(epochs=settings.steps // chunk, steps_per_epoch=chunk,
-                           log_every=10, checkpoint_every=1, progress=False),
+        config=TrainConfig(
+            epochs=settings.steps // chunk, steps_per_epoch=chunk, log_every=10, checkpoint_every=1, progress=False
+        ),
         run_dir=run_dir,
         callbacks=[recorder],
         fingerprint={"init": init, "settings": repr(settings)},
@@ -174,8 +179,9 @@ def toy_run_key(method: ToyMethod, init_index: int, settings: ToySettings) -> st
     )
 
 
-def summarise(trajectories: pd.DataFrame, fallbacks: dict[str, int], settings: ToySettings,
-              labels: Sequence[str]) -> pd.DataFrame:
+def summarise(
+    trajectories: pd.DataFrame, fallbacks: dict[str, int], settings: ToySettings, labels: Sequence[str]
+) -> pd.DataFrame:
     """Per method: final losses and distances to each task's optimum (mean over initial points),
     the first step at which both distances are below ``tolerance`` (median over starts that get
     there), and whether every start ends within tolerance of both optima."""
@@ -189,19 +195,21 @@ def summarise(trajectories: pd.DataFrame, fallbacks: dict[str, int], settings: T
         runs = frame[frame["method"] == label]
         final = runs.sort_values("step").groupby("init").tail(1)
         reached = runs[runs["both"]].groupby("init")["step"].min()
-        rows.append({
-            "method": label,
-            "f1_final": final["f1"].mean(),
-            "f2_final": final["f2"].mean(),
-            "dist1_final": final["dist1"].mean(),
-            "dist2_final": final["dist2"].mean(),
-            "dist_max_final": final[["dist1", "dist2"]].to_numpy().max(),
-            "reaches_both_optima": bool(final["both"].all()),
-            "starts_reaching": int(final["both"].sum()),
-            "starts": int(final.shape[0]),
-            "median_steps_to_tolerance": float(reached.median()) if len(reached) else math.nan,
-            "solver_fallbacks": int(fallbacks.get(label, 0)),
-        })
+        rows.append(
+            {
+                "method": label,
+                "f1_final": final["f1"].mean(),
+                "f2_final": final["f2"].mean(),
+                "dist1_final": final["dist1"].mean(),
+                "dist2_final": final["dist2"].mean(),
+                "dist_max_final": final[["dist1", "dist2"]].to_numpy().max(),
+                "reaches_both_optima": bool(final["both"].all()),
+                "starts_reaching": int(final["both"].sum()),
+                "starts": int(final.shape[0]),
+                "median_steps_to_tolerance": float(reached.median()) if len(reached) else math.nan,
+                "solver_fallbacks": int(fallbacks.get(label, 0)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -221,24 +229,41 @@ def summary_vs_paper(summary: pd.DataFrame, reference: pd.DataFrame, f_star: flo
     rows = []
     for row in summary.itertuples():
         claim = claims.get(row.method)
-        rows.append({
-            "Method": row.method,
-            "Paper: reaches both optima": "not stated" if claim is None else ("yes" if claim else "no"),
-            "Reproduced: reaches both optima": f"{'yes' if row.reaches_both_optima else 'no'} ({row.starts_reaching}/{row.starts})",
-            "f1 - f*": f"{row.f1_final - f_star:.3f}",
-            "f2 - f*": f"{row.f2_final - f_star:.3f}",
-            "max dist to optimum": f"{row.dist_max_final:.3f}",
-            "steps to tol (median)": "never" if math.isnan(row.median_steps_to_tolerance) else f"{row.median_steps_to_tolerance:.0f}",
-            "solver fallbacks": str(row.solver_fallbacks),
-        })
+        rows.append(
+            {
+                "Method": row.method,
+                "Paper: reaches both optima": "not stated" if claim is None else ("yes" if claim else "no"),
+                "Reproduced: reaches both optima": (
+                    f"{'yes' if row.reaches_both_optima else 'no'} ({row.starts_reaching}/{row.starts})"
+                ),
+                "f1 - f*": f"{row.f1_final - f_star:.3f}",
+                "f2 - f*": f"{row.f2_final - f_star:.3f}",
+                "max dist to optimum": f"{row.dist_max_final:.3f}",
+                "steps to tol (median)": "never"
+                if math.isnan(row.median_steps_to_tolerance)
+                else f"{row.median_steps_to_tolerance:.0f}",
+                "solver fallbacks": str(row.solver_fallbacks),
+            }
+        )
     for method, note in NOT_IMPLEMENTED.items():
         if method in claims and method not in set(summary["method"]):
-            rows.append({
-                "Method": method,
-                "Paper: reaches both optima": "yes" if claims[method] else "no",
-                "Reproduced: reaches both optima": note,
-                **{column: "—" for column in ("f1 - f*", "f2 - f*", "max dist to optimum", "steps to tol (median)", "solver fallbacks")},
-            })
+            rows.append(
+                {
+                    "Method": method,
+                    "Paper: reaches both optima": "yes" if claims[method] else "no",
+                    "Reproduced: reaches both optima": note,
+                    **{
+                        column: "—"
+                        for column in (
+                            "f1 - f*",
+                            "f2 - f*",
+                            "max dist to optimum",
+                            "steps to tol (median)",
+                            "solver fallbacks",
+                        )
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,7 @@ from deconflict.io import write_csv
 from deconflict.tasks import Task
 from deconflict.train import Callback, StepOutput, Trainer
 
-__all__ = ["TaskMeter", "Evaluator", "duration"]
+__all__ = ["Evaluator", "TaskMeter", "duration"]
 
 
 class TaskMeter:
@@ -26,8 +26,9 @@ class TaskMeter:
         self.loss_sums = {t.name: 0.0 for t in self.tasks}
         self.batches = 0
 
-    def update(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
-               losses: Iterable[float]) -> None:
+    def update(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], losses: Iterable[float]
+    ) -> None:
         for task in self.tasks:
             prediction = task.prediction_for_metric(outputs[task.name])
             for reduction in task.reductions:
@@ -37,12 +38,29 @@ class TaskMeter:
         self.batches += 1
 
     def rows(self, epoch: int, split: str) -> list[dict[str, Any]]:
-        rows = [{"epoch": epoch, "split": split, "task": task, "metric": "loss", "reduction": "per_batch",
-                 "value": total / max(self.batches, 1)} for task, total in self.loss_sums.items()]
+        rows = [
+            {
+                "epoch": epoch,
+                "split": split,
+                "task": task,
+                "metric": "loss",
+                "reduction": "per_batch",
+                "value": total / max(self.batches, 1),
+            }
+            for task, total in self.loss_sums.items()
+        ]
         for (task, reduction), metric in self.metrics.items():
             for name, value in metric.compute().items():
-                rows.append({"epoch": epoch, "split": split, "task": task, "metric": name,
-                             "reduction": reduction, "value": value})
+                rows.append(
+                    {
+                        "epoch": epoch,
+                        "split": split,
+                        "task": task,
+                        "metric": name,
+                        "reduction": reduction,
+                        "value": value,
+                    }
+                )
         return rows
 
 
@@ -55,8 +73,13 @@ class Evaluator(Callback):
     task's headline test metric, the time elapsed and the run's ETA.
     """
 
-    def __init__(self, test_batches: Callable[[], Iterable[Any]], tasks: Sequence[Task],
-                 metrics_path: Path | None = None, report: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        test_batches: Callable[[], Iterable[Any]],
+        tasks: Sequence[Task],
+        metrics_path: Path | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.test_batches = test_batches
         self.tasks = tuple(tasks)
         self.metrics_path = metrics_path
@@ -103,11 +126,16 @@ class Evaluator(Callback):
         elapsed = time.perf_counter() - (self._started or time.perf_counter())
         per_epoch = elapsed / max(done - self._first_epoch, 1)
         reduction = {t.name: "global" if "global" in t.reductions else t.reductions[0] for t in self.tasks}
-        values = {(r["task"], r["metric"]): r["value"] for r in self.rows
-                  if r["epoch"] == done and r["split"] == "test" and r["reduction"] == reduction[r["task"]]}
+        values = {
+            (r["task"], r["metric"]): r["value"]
+            for r in self.rows
+            if r["epoch"] == done and r["split"] == "test" and r["reduction"] == reduction[r["task"]]
+        }
         shown = ", ".join(f"{t.name} {t.headline.key} {values[(t.name, t.headline.key)]:.4g}" for t in self.tasks)
-        return (f"epoch {done}/{total}: test {shown} | {duration(elapsed)} elapsed, "
-                f"ETA {duration(per_epoch * (total - done))}")
+        return (
+            f"epoch {done}/{total}: test {shown} | {duration(elapsed)} elapsed, "
+            f"ETA {duration(per_epoch * (total - done))}"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": list(self.rows)}
@@ -118,6 +146,6 @@ class Evaluator(Callback):
 
 def duration(seconds: float) -> str:
     """``1h02m`` or ``3m07s``."""
-    minutes, seconds = divmod(int(round(seconds)), 60)
+    minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from deconflict.errors import ConfigError, UnknownNameError
 from deconflict.registry import Registry
 
-__all__ = ["FAMILIES", "Family", "register_family", "family_of"]
+__all__ = ["FAMILIES", "Family", "family_of", "register_family"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,13 @@ def family_of(dataset: str) -> Family:
     raise ConfigError(f"no experiment family trains on dataset {dataset!r}; the datasets are {', '.join(known)}.")
 
 
-register_family(Family(
-    name="dense",
-    datasets=("nyuv2", "cityscapes"),
-    models=("single", "split", "mtan", "cross_stitch"),
-    single_task_model="single",
-    default_lr=1e-4,
-    description="dense prediction: NYUv2 / CityScapes with SegNet, SegNet-MTAN, Cross-Stitch",
-))
+register_family(
+    Family(
+        name="dense",
+        datasets=("nyuv2", "cityscapes"),
+        models=("single", "split", "mtan", "cross_stitch"),
+        single_task_model="single",
+        default_lr=1e-4,
+        description="dense prediction: NYUv2 / CityScapes with SegNet, SegNet-MTAN, Cross-Stitch",
+    )
+)

@@ -30,8 +30,21 @@ from deconflict.errors import ConfigError
 
 __all__ = ["REFERENCE_COLUMNS", "load_reference", "printed_number"]
 
-REFERENCE_COLUMNS = ("table_or_figure", "row", "row_as_printed", "column", "task", "value", "decimals", "std",
-                     "higher_is_better", "marker", "kind", "source_line", "note")
+REFERENCE_COLUMNS = (
+    "table_or_figure",
+    "row",
+    "row_as_printed",
+    "column",
+    "task",
+    "value",
+    "decimals",
+    "std",
+    "higher_is_better",
+    "marker",
+    "kind",
+    "source_line",
+    "note",
+)
 
 
 def load_reference(path: str | Path) -> pd.DataFrame:
@@ -41,14 +54,18 @@ def load_reference(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"reference file {path} is missing.")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if tuple(frame.columns) != REFERENCE_COLUMNS:
-        raise ConfigError(f"{path}: the columns must be {', '.join(REFERENCE_COLUMNS)} (the reference schema, "
-                          f"deconflict/experiments/reference.py); found {', '.join(frame.columns)}.")
+        raise ConfigError(
+            f"{path}: the columns must be {', '.join(REFERENCE_COLUMNS)} (the reference schema, "
+            f"deconflict/experiments/reference.py); found {', '.join(frame.columns)}."
+        )
     duplicated = frame[frame.duplicated(["table_or_figure", "row", "task", "column"], keep=False)]
     if not duplicated.empty:
         first = duplicated.iloc[0]
-        raise ConfigError(f"{path}: the cell ({first['row']!r}, {first['task']!r}, {first['column']!r}) of "
-                          f"{first['table_or_figure']} is given {len(duplicated)} times; row labels must be unique "
-                          "within a table (qualify repeated printed labels).")
+        raise ConfigError(
+            f"{path}: the cell ({first['row']!r}, {first['task']!r}, {first['column']!r}) of "
+            f"{first['table_or_figure']} is given {len(duplicated)} times; row labels must be unique "
+            "within a table (qualify repeated printed labels)."
+        )
     return frame
 
 

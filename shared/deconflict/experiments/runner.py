@@ -32,7 +32,14 @@ from deconflict.tasks import TaskLoss
 from deconflict.train import Callback, TrainConfig, Trainer, seed_everything
 
 __all__ = [
-    "train_seed", "train_run", "summarise_run", "load_run", "model_size", "fp32_mib", "curves", "RUN_FILES",
+    "RUN_FILES",
+    "curves",
+    "fp32_mib",
+    "load_run",
+    "model_size",
+    "summarise_run",
+    "train_run",
+    "train_seed",
 ]
 
 #: what a finished run folder holds
@@ -53,18 +60,34 @@ def model_size(spec: RunSpec, settings: TrainingSettings) -> dict[str, float]:
     return {"parameters": total, "shared": sum(p.numel() for p in model.shared_parameters()), "mib": fp32_mib(total)}
 
 
-def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int,
-            limit: int | None) -> DataLoader:
+def _loader(
+    dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int, limit: int | None
+) -> DataLoader:
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
-def train_seed(spec: RunSpec, settings: TrainingSettings, seed: int, *, data_base: Path, work_dir: Path | None,
-               device: torch.device | str = "cpu", progress: bool = True, callbacks: Iterable[Callback] = (),
-               report: Callable[[str], None] | None = None) -> pd.DataFrame:
+def train_seed(
+    spec: RunSpec,
+    settings: TrainingSettings,
+    seed: int,
+    *,
+    data_base: Path,
+    work_dir: Path | None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    callbacks: Iterable[Callback] = (),
+    report: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
     """Train ``spec`` with ``seed`` under ``settings``; return its tidy per-epoch metrics.
 
     ``progress``: a progress bar per epoch; ``report``: receives one line after every epoch (test
@@ -83,7 +106,9 @@ def train_seed(spec: RunSpec, settings: TrainingSettings, seed: int, *, data_bas
     scheduler = settings.build_scheduler(optimizer)
     evaluator = Evaluator(
         lambda: _loader(test_set, batch, False, seed, 0, settings.workers, settings.max_test_items),
-        spec.tasks, None if work_dir is None else work_dir / "metrics.csv", report=report,
+        spec.tasks,
+        None if work_dir is None else work_dir / "metrics.csv",
+        report=report,
     )
 
     def epoch_batches(epoch: int) -> DataLoader:
@@ -91,12 +116,23 @@ def train_seed(spec: RunSpec, settings: TrainingSettings, seed: int, *, data_bas
         return _loader(train_set, batch, True, seed, epoch, settings.workers, settings.max_train_items)
 
     trainer = Trainer(
-        model, TaskLoss(spec.tasks), optimizer, spec.build_method(), scheduler=scheduler,
-        config=TrainConfig(epochs=settings.epochs, level=spec.level, shared=spec.shared,
-                           head_gradients=spec.head_gradients, jacobian_mode=settings.jacobian_mode,
-                           checkpoint_every=settings.checkpoint_every, progress=progress,
-                           log_every=settings.log_every),
-        run_dir=work_dir, callbacks=[evaluator, *callbacks],
+        model,
+        TaskLoss(spec.tasks),
+        optimizer,
+        spec.build_method(),
+        scheduler=scheduler,
+        config=TrainConfig(
+            epochs=settings.epochs,
+            level=spec.level,
+            shared=spec.shared,
+            head_gradients=spec.head_gradients,
+            jacobian_mode=settings.jacobian_mode,
+            checkpoint_every=settings.checkpoint_every,
+            progress=progress,
+            log_every=settings.log_every,
+        ),
+        run_dir=work_dir,
+        callbacks=[evaluator, *callbacks],
         fingerprint={"run": spec.to_dict(), "settings": asdict(settings), "seed": seed},
     )
     started = time.perf_counter()
@@ -118,9 +154,13 @@ def summarise_run(metrics: pd.DataFrame, last_k: int, split: str = "test") -> pd
     last_epoch = frame.groupby("seed")["epoch"].transform("max")
     frame = frame[frame["epoch"] > last_epoch - last_k]
     per_seed = frame.groupby(["task", "metric", "reduction", "seed"])["value"].mean().unstack("seed")
-    out = pd.DataFrame({"mean": per_seed.mean(axis=1),
-                        "std": per_seed.std(axis=1, ddof=1).fillna(0.0) if per_seed.shape[1] > 1 else 0.0,
-                        "seeds": per_seed.shape[1]})
+    out = pd.DataFrame(
+        {
+            "mean": per_seed.mean(axis=1),
+            "std": per_seed.std(axis=1, ddof=1).fillna(0.0) if per_seed.shape[1] > 1 else 0.0,
+            "seeds": per_seed.shape[1],
+        }
+    )
     for seed in per_seed.columns:
         out[f"seed{seed}"] = per_seed[seed]
     return out.reset_index()
@@ -133,23 +173,44 @@ def curves(metrics: pd.DataFrame) -> pd.DataFrame:
     return frame.pivot_table(index="epoch", columns="column", values="value", aggfunc="mean").reset_index()
 
 
-def train_run(spec: RunSpec, settings: TrainingSettings, seeds: Sequence[int], *, out: Path, work: Path,
-              data_base: Path, profile: str, device: torch.device | str = "cpu", progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_run(
+    spec: RunSpec,
+    settings: TrainingSettings,
+    seeds: Sequence[int],
+    *,
+    out: Path,
+    work: Path,
+    data_base: Path,
+    profile: str,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train every seed of ``spec`` into the run folder ``out`` (checkpoints under ``work``); return its summary.
 
     Each seed's work folder is keyed by what defines it and the library's code version: a killed
     run resumes its seeds, a changed one starts afresh, and stale folders are removed.
     """
-    keys = {seed: f"seed{seed}-{run_key({'run': spec.to_dict(), 'settings': repr(settings), 'seed': seed})}"
-            for seed in seeds}
+    keys = {
+        seed: f"seed{seed}-{run_key({'run': spec.to_dict(), 'settings': repr(settings), 'seed': seed})}"
+        for seed in seeds
+    }
     prune_runs(work, set(keys.values()))
     frames = []
     for seed, key in keys.items():
         log(f"{spec.name}: seed {seed} ({profile} profile, {settings.epochs} epochs, device {device})")
-        frames.append(train_seed(spec, settings, seed, data_base=data_base, work_dir=work / key, device=device,
-                                 progress=progress,
-                                 report=lambda line, seed=seed: log(f"{spec.name} seed {seed}: {line}")))
+        frames.append(
+            train_seed(
+                spec,
+                settings,
+                seed,
+                data_base=data_base,
+                work_dir=work / key,
+                device=device,
+                progress=progress,
+                report=lambda line, seed=seed: log(f"{spec.name} seed {seed}: {line}"),
+            )
+        )
     metrics = pd.concat(frames, ignore_index=True)
     summary = summarise_run(metrics, settings.last_k)
     write_csv(out / "metrics.csv", metrics)
@@ -168,8 +229,10 @@ def train_run(spec: RunSpec, settings: TrainingSettings, seeds: Sequence[int], *
     }
     write_json(out / "summary.json", record)
     test = summary[summary["reduction"] == "global"].set_index(["task", "metric"])["mean"]
-    log(f"{spec.name}: mean of the last {settings.last_k} epochs (test, global): "
-        + ", ".join(f"{task}/{metric} {value:.4g}" for (task, metric), value in test.items()))
+    log(
+        f"{spec.name}: mean of the last {settings.last_k} epochs (test, global): "
+        + ", ".join(f"{task}/{metric} {value:.4g}" for (task, metric), value in test.items())
+    )
     return record
 
 

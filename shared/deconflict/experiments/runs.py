@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["code_version", "run_key", "prune_runs"]
+__all__ = ["code_version", "prune_runs", "run_key"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ import torch
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 
-__all__ = ["TrainingSettings", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingSettings"]
 
 #: optimizers a family may train with, by the name its settings use
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -68,9 +68,13 @@ class TrainingSettings:
         if settings.last_k > settings.epochs:
             raise ConfigError(f"{where}: last_k ({settings.last_k}) cannot exceed epochs ({settings.epochs}).")
         if settings.optimizer.get("name") not in OPTIMIZERS:
-            raise ConfigError(f"{where}: optimizer name must be one of {', '.join(OPTIMIZERS)}, got {settings.optimizer!r}.")
+            raise ConfigError(
+                f"{where}: optimizer name must be one of {', '.join(OPTIMIZERS)}, got {settings.optimizer!r}."
+            )
         if settings.schedule.get("name") not in SCHEDULES:
-            raise ConfigError(f"{where}: schedule name must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}.")
+            raise ConfigError(
+                f"{where}: schedule name must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}."
+            )
         return settings
 
     def data_base(self, repo_root: Path, data_root: Path) -> Path:
@@ -95,10 +99,12 @@ class TrainingSettings:
         options = dict(self.schedule)
         name = options.pop("name")
         if name == "step":
-            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(options["step_size"]),
-                                                   gamma=float(options.get("gamma", 0.1)))
+            return torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=int(options["step_size"]), gamma=float(options.get("gamma", 0.1))
+            )
         if name == "multistep":
-            milestones = [int(round(fraction * self.epochs)) for fraction in options["milestones"]]
-            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones,
-                                                        gamma=float(options.get("gamma", 0.1)))
+            milestones = [round(fraction * self.epochs) for fraction in options["milestones"]]
+            return torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=milestones, gamma=float(options.get("gamma", 0.1))
+            )
         return None

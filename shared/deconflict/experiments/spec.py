@@ -21,7 +21,7 @@ from deconflict.experiments.families import Family, family_of
 from deconflict.tasks import Task
 from deconflict.train import TrainConfig, check_weights_task_gradients
 
-__all__ = ["RunSpec", "model_options_of", "dataset_tasks"]
+__all__ = ["RunSpec", "dataset_tasks", "model_options_of"]
 
 #: options a model takes from the profile's settings (not part of what defines a run)
 PROFILE_MODEL_OPTIONS = ("width",)
@@ -41,13 +41,16 @@ def dataset_tasks(dataset: str) -> tuple[Task, ...]:
 def model_options_of(model: str) -> list[str]:
     """The keyword options of a registered model's constructor, other than its tasks."""
     signature = inspect.signature(models.MODELS[model])
-    return [name for name, p in signature.parameters.items()
-            if name not in ("self", "tasks") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        name
+        for name, p in signature.parameters.items()
+        if name not in ("self", "tasks") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What defines a run (the profile decides sizes, lengths and seeds: :class:`~deconflict.experiments.TrainingSettings`).
+    """What defines a run (the profile decides sizes, lengths and seeds: :class:`TrainingSettings`).
 
     Attributes:
         dataset: a registered dataset (``deconflict.data.available()``); it decides the family.
@@ -83,7 +86,9 @@ class RunSpec:
             raise ConfigError(f"unknown {family.name} model {self.model!r}; the models are {', '.join(family.models)}.")
         single = self.model == family.single_task_model
         if single != (self.task is not None):
-            raise ConfigError(f"a {family.single_task_model!r} model needs task: <one task>; the multi-task models take no task.")
+            raise ConfigError(
+                f"a {family.single_task_model!r} model needs task: <one task>; the multi-task models take no task."
+            )
         names = [task.name for task in dataset_tasks(self.dataset)]
         if self.task is not None and self.task not in names:
             raise ConfigError(f"{self.dataset} has no task {self.task!r}; its tasks are {', '.join(names)}.")
@@ -117,8 +122,11 @@ class RunSpec:
         out["hparams"] = dict(self.hparams)
         out["model_options"] = dict(self.model_options)
         defaults = {f.name: f.default for f in fields(self)}
-        return {key: value for key, value in out.items()
-                if key in ("dataset", "model") or value not in (defaults[key], {}, ())}
+        return {
+            key: value
+            for key, value in out.items()
+            if key in ("dataset", "model") or value not in (defaults[key], {}, ())
+        }
 
     # -- what follows from it -----------------------------------------------------------------
     @property

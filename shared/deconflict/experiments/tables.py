@@ -45,22 +45,46 @@ import torch
 
 from deconflict.config import load_yaml, reject_unknown
 from deconflict.errors import ConfigError
+from deconflict.experiments.families import family_of
 from deconflict.experiments.reference import load_reference
 from deconflict.experiments.runner import fp32_mib, load_run, summarise_run
-from deconflict.experiments.families import family_of
 from deconflict.experiments.spec import RunSpec, dataset_tasks
 from deconflict.metrics import delta_m
 
 __all__ = [
-    "ColumnSpec", "RowSpec", "RunTable", "paper_tables", "load_run_tables", "load_run_table", "plan_runs",
-    "reproduce_table", "format_table", "parameter_count", "column_label", "DELTA_CONVENTIONS",
+    "DELTA_CONVENTIONS",
+    "ColumnSpec",
+    "RowSpec",
+    "RunTable",
+    "column_label",
+    "format_table",
+    "load_run_table",
+    "load_run_tables",
+    "paper_tables",
+    "parameter_count",
+    "plan_runs",
+    "reproduce_table",
 ]
 
 RUN_TABLE = "run_table"
 SIZES = ("relative", "mib", "none")
 DELTA_CONVENTIONS = ("flat", "per_task")
-TABLE_KEYS = ("kind", "title", "reference", "input", "dataset", "run", "baseline", "size", "size_reference",
-              "delta_m", "last_k", "evaluation", "columns", "rows")
+TABLE_KEYS = (
+    "kind",
+    "title",
+    "reference",
+    "input",
+    "dataset",
+    "run",
+    "baseline",
+    "size",
+    "size_reference",
+    "delta_m",
+    "last_k",
+    "evaluation",
+    "columns",
+    "rows",
+)
 
 
 @dataclass(frozen=True)
@@ -137,8 +161,7 @@ def paper_tables(params_path: str | Path) -> dict[str, dict[str, Any]]:
     return tables
 
 
-def _row(label: str, spec: Mapping[str, Any] | None, defaults: Mapping[str, Any], dataset: str,
-         where: str) -> RowSpec:
+def _row(label: str, spec: Mapping[str, Any] | None, defaults: Mapping[str, Any], dataset: str, where: str) -> RowSpec:
     spec = dict(spec or {})
     if "later" in spec or "not_run" in spec:
         return RowSpec(label, later=spec.get("later"), not_run=spec.get("not_run"))
@@ -160,8 +183,9 @@ def _columns(dataset: str, overrides: Mapping[str, Any], where: str) -> dict[str
     for task in dataset_tasks(dataset):
         for metric in task.metrics:
             if metric.label:
-                columns[metric.label] = ColumnSpec(metric.label, task.name, metric.key, metric.scale,
-                                                   metric.higher_is_better)
+                columns[metric.label] = ColumnSpec(
+                    metric.label, task.name, metric.key, metric.scale, metric.higher_is_better
+                )
     for label, spec in (overrides or {}).items():
         if not isinstance(spec, dict) or not {"task", "metric"} <= set(spec):
             raise ConfigError(f"{where}: column {label!r} needs task and metric (and optionally scale).")
@@ -169,12 +193,15 @@ def _columns(dataset: str, overrides: Mapping[str, Any], where: str) -> dict[str
         if task is None:
             raise ConfigError(f"{where}: column {label!r}: {dataset} has no task {spec['task']!r}.")
         metric = task.column(spec["metric"])
-        columns[label] = ColumnSpec(label, task.name, metric.key, float(spec.get("scale", 1.0)), metric.higher_is_better)
+        columns[label] = ColumnSpec(
+            label, task.name, metric.key, float(spec.get("scale", 1.0)), metric.higher_is_better
+        )
     return columns
 
 
-def load_run_table(params_path: str | Path, table_id: str, section: Mapping[str, Any],
-                   evaluation: Mapping[str, Any]) -> RunTable:
+def load_run_table(
+    params_path: str | Path, table_id: str, section: Mapping[str, Any], evaluation: Mapping[str, Any]
+) -> RunTable:
     """One ``run_table`` declaration, checked (every row's run is a valid :class:`RunSpec`)."""
     params_path = Path(params_path)
     where = f"{params_path} tables.{table_id}"
@@ -194,26 +221,40 @@ def load_run_table(params_path: str | Path, table_id: str, section: Mapping[str,
     delta = dict(section.get("delta_m") or {})
     convention = delta.get("convention", evaluation.get("delta_m", "flat"))
     if convention not in DELTA_CONVENTIONS:
-        raise ConfigError(f"{where}: delta_m convention must be one of {', '.join(DELTA_CONVENTIONS)}, got {convention!r}.")
+        raise ConfigError(
+            f"{where}: delta_m convention must be one of {', '.join(DELTA_CONVENTIONS)}, got {convention!r}."
+        )
     rows = tuple(_row(label, spec, section.get("run") or {}, dataset, where) for label, spec in section["rows"].items())
     if section["baseline"] not in {row.label for row in rows}:
         raise ConfigError(f"{where}: the baseline {section['baseline']!r} is not one of the rows.")
     task_names = {task.name for task in dataset_tasks(dataset)}
     reductions = {**{k: v for k, v in evaluation.items() if k in task_names}, **dict(section.get("evaluation") or {})}
     return RunTable(
-        paper=params_path.parent.name, table_id=table_id, title=section.get("title", table_id),
-        reference=params_path.parent / section["reference"], dataset=dataset, baseline=section["baseline"],
-        rows=rows, columns=_columns(dataset, section.get("columns") or {}, where), size=size,
-        size_reference=size_reference, delta_convention=convention,
-        delta_printed=delta.get("printed", "degradation"), last_k=section.get("last_k"), evaluation=reductions,
+        paper=params_path.parent.name,
+        table_id=table_id,
+        title=section.get("title", table_id),
+        reference=params_path.parent / section["reference"],
+        dataset=dataset,
+        baseline=section["baseline"],
+        rows=rows,
+        columns=_columns(dataset, section.get("columns") or {}, where),
+        size=size,
+        size_reference=size_reference,
+        delta_convention=convention,
+        delta_printed=delta.get("printed", "degradation"),
+        last_k=section.get("last_k"),
+        evaluation=reductions,
     )
 
 
 def load_run_tables(params_path: str | Path) -> list[RunTable]:
     """Every ``run_table`` of one paper's params file."""
     evaluation = dict(load_yaml(params_path).get("evaluation") or {})
-    return [load_run_table(params_path, table_id, section, evaluation)
-            for table_id, section in paper_tables(params_path).items() if section["kind"] == RUN_TABLE]
+    return [
+        load_run_table(params_path, table_id, section, evaluation)
+        for table_id, section in paper_tables(params_path).items()
+        if section["kind"] == RUN_TABLE
+    ]
 
 
 def plan_runs(params_paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
@@ -226,7 +267,7 @@ def plan_runs(params_paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     return dict(sorted(plan.items()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parameter_count(run: RunSpec) -> int:
     """Parameters of the run's model at the papers' size (built on the meta device: no memory)."""
     with torch.device("meta"):
@@ -252,15 +293,18 @@ def _metric_columns(table: RunTable, reference: pd.DataFrame) -> list[str]:
     return [c for c in dict.fromkeys(reference["column"]) if c in table.columns]
 
 
-def _reproduced_values(table: RunTable, row: RowSpec, runs_dir: Path, columns: list[str], profile: str
-                       ) -> tuple[dict[str, float], dict[str, float], int]:
+def _reproduced_values(
+    table: RunTable, row: RowSpec, runs_dir: Path, columns: list[str], profile: str
+) -> tuple[dict[str, float], dict[str, float], int]:
     """Mean and std (over seeds) of each column for one row, from its runs' results."""
     means, stds, seeds = {}, {}, 0
     for run in row.runs:
         summary, metrics = load_run(runs_dir / run.name)
         if summary.get("profile") != profile:
-            raise ConfigError(f"run {run.name} was made with the {summary.get('profile')!r} profile, not {profile!r}: "
-                              "run `dvc repro` to bring it up to date.")
+            raise ConfigError(
+                f"run {run.name} was made with the {summary.get('profile')!r} profile, not {profile!r}: "
+                "run `dvc repro` to bring it up to date."
+            )
         reduced = summarise_run(metrics, table.last_k or summary["last_k"])
         seeds = int(reduced["seeds"].max())
         run_tasks = {task.name for task in run.tasks}
@@ -269,8 +313,11 @@ def _reproduced_values(table: RunTable, row: RowSpec, runs_dir: Path, columns: l
             if spec.task not in run_tasks:
                 continue
             reduction = table.reduction(spec.task)
-            match = reduced[(reduced["task"] == spec.task) & (reduced["metric"] == spec.metric)
-                            & (reduced["reduction"] == reduction)]
+            match = reduced[
+                (reduced["task"] == spec.task)
+                & (reduced["metric"] == spec.metric)
+                & (reduced["reduction"] == reduction)
+            ]
             if len(match) != 1:
                 raise ConfigError(f"run {run.name} has no {spec.task}/{spec.metric} ({reduction}) in its metrics.")
             means[column] = float(match["mean"].iloc[0]) * spec.scale
@@ -286,13 +333,18 @@ def _delta(table: RunTable, columns: list[str], values: Mapping[str, float], bas
     if table.delta_convention == "per_task":
         tasks = list(dict.fromkeys(table.columns[c].task for c in usable))
         groups = [[i for i, c in enumerate(usable) if table.columns[c].task == task] for task in tasks]
-    value = delta_m([values[c] for c in usable], [baseline[c] for c in usable],
-                    [table.columns[c].higher_is_better for c in usable], groups=groups)
+    value = delta_m(
+        [values[c] for c in usable],
+        [baseline[c] for c in usable],
+        [table.columns[c].higher_is_better for c in usable],
+        groups=groups,
+    )
     return -value if table.delta_printed == "improvement" else value
 
 
-def reproduce_table(table: RunTable, runs_dir: str | Path, profile: str,
-                    reference: pd.DataFrame | None = None) -> pd.DataFrame:
+def reproduce_table(
+    table: RunTable, runs_dir: str | Path, profile: str, reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The table, two lines per row — the paper's numbers and ours — as a tidy frame.
 
     Columns: ``row``, ``source`` (``paper`` | ``reproduced``), ``status``, one column per metric of
@@ -303,8 +355,9 @@ def reproduce_table(table: RunTable, runs_dir: str | Path, profile: str,
     reference = load_reference(table.reference) if reference is None else reference
     columns = _metric_columns(table, reference)
     delta_label, size_label = column_label(reference, "Δm"), column_label(reference, "#P")
-    reproduced = {row.label: _reproduced_values(table, row, runs_dir, columns, profile)
-                  for row in table.rows if row.runs}
+    reproduced = {
+        row.label: _reproduced_values(table, row, runs_dir, columns, profile) for row in table.rows if row.runs
+    }
     if table.baseline not in reproduced:
         raise ConfigError(f"{table.paper} {table.table_id}: the baseline row {table.baseline!r} has no runs.")
     baseline_values = reproduced[table.baseline][0]
@@ -336,7 +389,9 @@ def reproduce_table(table: RunTable, runs_dir: str | Path, profile: str,
 
 def format_table(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Printable strings: reproduced values with the paper's decimals, '–' where nothing, std hidden."""
-    decimals = {c: int(float(d)) for c, d in reference[reference["decimals"] != ""].groupby("column")["decimals"].max().items()}
+    decimals = {
+        c: int(float(d)) for c, d in reference[reference["decimals"] != ""].groupby("column")["decimals"].max().items()
+    }
     shown = frame[[c for c in frame.columns if not c.endswith(" std")]].copy()
     for column in shown.columns:
         if column in ("row", "source", "status"):

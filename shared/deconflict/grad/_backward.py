@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from deconflict.errors import NonFiniteError, ShapeError
-from deconflict.numerics import all_finite
 from deconflict.grad._jacobian import JacobianEngine, JacobianMode, as_param_list, stack_losses
+from deconflict.numerics import all_finite
 
-__all__ = ["write_grad", "split_like", "MultiTaskBackward", "BackwardResult", "multitask_backward"]
+__all__ = ["BackwardResult", "MultiTaskBackward", "multitask_backward", "split_like", "write_grad"]
 
 
 def split_like(vector: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
@@ -144,7 +144,8 @@ class MultiTaskBackward:
             skip = {id(p) for p in downstream}
             upstream = [p for p in shared_params if id(p) not in skip]
             grads = torch.autograd.grad(
-                representation, upstream,
+                representation,
+                upstream,
                 grad_outputs=direction.view_as(representation).to(representation.dtype),
                 allow_unused=True,
             )
@@ -155,12 +156,14 @@ class MultiTaskBackward:
         if task_weights is not None and per_task:
             scales = task_weights()
             if scales is None or tuple(scales.shape) != (n_tasks,):
-                raise ShapeError(f"task_weights() gave {None if scales is None else tuple(scales.shape)}, "
-                                 f"expected one weight per task ({n_tasks},).")
+                raise ShapeError(
+                    f"task_weights() gave {None if scales is None else tuple(scales.shape)}, "
+                    f"expected one weight per task ({n_tasks},)."
+                )
         start = width
         for task, (group, size) in enumerate(zip(per_task, sizes)):
             if group:
-                own_grad = full[task, start:start + size]
+                own_grad = full[task, start : start + size]
                 write_grad(group, own_grad if scales is None else own_grad * scales[task].to(own_grad.dtype))
             start += size
         if downstream:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from deconflict.errors import ShapeError
 
-__all__ = ["JacobianMode", "stack_losses", "loss_rows", "as_param_list", "jacobian", "JacobianEngine"]
+__all__ = ["JacobianEngine", "JacobianMode", "as_param_list", "jacobian", "loss_rows", "stack_losses"]
 
 JacobianMode = Literal["auto", "batched", "loop"]
 _MODES = ("auto", "batched", "loop")
@@ -91,14 +91,18 @@ def loss_rows(losses: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return [loss.reshape(()) for loss in losses]
 
 
-def _jacobian_loop(rows: Sequence[Tensor], params: list[Tensor], retain_graph: bool,
-                   create_graph: bool = False) -> Tensor:
+def _jacobian_loop(
+    rows: Sequence[Tensor], params: list[Tensor], retain_graph: bool, create_graph: bool = False
+) -> Tensor:
     gradients = []
     last = len(rows) - 1
     for index, loss in enumerate(rows):
         grads = torch.autograd.grad(
-            loss, params, retain_graph=retain_graph or create_graph or index < last,
-            create_graph=create_graph, allow_unused=True,
+            loss,
+            params,
+            retain_graph=retain_graph or create_graph or index < last,
+            create_graph=create_graph,
+            allow_unused=True,
         )
         gradients.append(_flatten(grads, params, None))
     return torch.stack(gradients)
@@ -125,8 +129,9 @@ class JacobianEngine:
         self.mode: JacobianMode = mode
         self.resolved: Literal["batched", "loop"] | None = None if mode == "auto" else mode
 
-    def __call__(self, losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor,
-                 *, retain_graph: bool = True) -> Tensor:
+    def __call__(
+        self, losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor, *, retain_graph: bool = True
+    ) -> Tensor:
         rows = loss_rows(losses)
         losses = stack_losses(losses)
         params = as_param_list(params)
@@ -161,8 +166,14 @@ class JacobianEngine:
         return result
 
 
-def jacobian(losses: Tensor | Sequence[Tensor], params: Iterable[Tensor] | Tensor, *,
-             mode: JacobianMode = "auto", retain_graph: bool = True, create_graph: bool = False) -> Tensor:
+def jacobian(
+    losses: Tensor | Sequence[Tensor],
+    params: Iterable[Tensor] | Tensor,
+    *,
+    mode: JacobianMode = "auto",
+    retain_graph: bool = True,
+    create_graph: bool = False,
+) -> Tensor:
     """The T×D Jacobian of T scalar losses with respect to ``params``.
 
     Row ``t`` is the gradient of ``losses[t]`` with respect to all entries of ``params``,

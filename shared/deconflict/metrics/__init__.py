@@ -1,4 +1,4 @@
-"""Layer 5 — task metrics and Δm (``deconflict.metrics``).
+"""Layer 1 — task metrics and Δm (``deconflict.metrics``).
 
 Accumulating metrics (``update`` per batch, ``compute`` once) for every task of the five papers:
 semantic segmentation, depth, surface normals, saliency, top-k classification, binary attributes
@@ -10,7 +10,13 @@ average in one of three ways, because the papers' code lineages differ: ``global
 from deconflict.metrics._base import REDUCTIONS, Metric, MetricError
 from deconflict.metrics.classification import BinaryAttributes, TopKAccuracy
 from deconflict.metrics.delta import delta_m, last_k_mean, mean_std, relative_changes
-from deconflict.metrics.dense import DepthMetric, NormalMetric, SegmentationMetric, confusion_matrix, segmentation_scores
+from deconflict.metrics.dense import (
+    DepthMetric,
+    NormalMetric,
+    SegmentationMetric,
+    confusion_matrix,
+    segmentation_scores,
+)
 from deconflict.metrics.detection import CocoMetric
 from deconflict.metrics.saliency import SaliencyMetric
 

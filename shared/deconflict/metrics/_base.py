@@ -9,7 +9,7 @@ from torch import Tensor
 
 from deconflict.errors import DeconflictError, ShapeError
 
-__all__ = ["MetricError", "Metric", "REDUCTIONS", "check_finite_predictions"]
+__all__ = ["REDUCTIONS", "Metric", "MetricError", "check_finite_predictions"]
 
 #: How a dense metric averages over a test set (the papers' code lineages differ, see the notes):
 #: ``global``: over every valid pixel of the test set at once (LibMTL, SamsungLabs; confusion

@@ -8,7 +8,7 @@ from torch import Tensor
 from deconflict.errors import ShapeError
 from deconflict.metrics._base import MetricError, check_finite_predictions
 
-__all__ = ["TopKAccuracy", "BinaryAttributes"]
+__all__ = ["BinaryAttributes", "TopKAccuracy"]
 
 
 class TopKAccuracy:
@@ -30,7 +30,9 @@ class TopKAccuracy:
         """``logits`` [N, C], ``labels`` [N]."""
         check_finite_predictions(self.name, logits)
         if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-            raise ShapeError(f"topk: expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}.")
+            raise ShapeError(
+                f"topk: expected logits [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}."
+            )
         if max(self.ks) > logits.shape[1]:
             raise MetricError(f"topk: top-{max(self.ks)} needs at least {max(self.ks)} classes, got {logits.shape[1]}.")
         top = logits.detach().topk(max(self.ks), dim=1).indices
@@ -69,11 +71,20 @@ class BinaryAttributes:
         """``scores`` [N, T] (logits or probabilities), ``targets`` [N, T] in {0, 1}."""
         check_finite_predictions(self.name, scores)
         if scores.shape != targets.shape or scores.dim() != 2:
-            raise ShapeError(f"attributes: expected scores and targets [N, T], got {tuple(scores.shape)} and {tuple(targets.shape)}.")
+            raise ShapeError(
+                f"attributes: expected scores and targets [N, T], got {tuple(scores.shape)} and {tuple(targets.shape)}."
+            )
         predicted = scores.detach() > self.threshold
         truth = targets > 0.5
-        counts = torch.stack([(predicted & truth).sum(0), (predicted & ~truth).sum(0),
-                              (~predicted & truth).sum(0), (~predicted & ~truth).sum(0)], dim=1).cpu()
+        counts = torch.stack(
+            [
+                (predicted & truth).sum(0),
+                (predicted & ~truth).sum(0),
+                (~predicted & truth).sum(0),
+                (~predicted & ~truth).sum(0),
+            ],
+            dim=1,
+        ).cpu()
         self.counts = counts if self.counts is None else self.counts + counts
 
     def compute(self) -> dict[str, object]:
@@ -84,5 +95,11 @@ class BinaryAttributes:
         recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1), torch.zeros_like(tp))
         f1 = torch.where(tp > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.zeros_like(tp))
         accuracy = (tp + tn) / (tp + fp + fn + tn)
-        return {"accuracy": accuracy.tolist(), "precision": precision.tolist(), "recall": recall.tolist(),
-                "f1": f1.tolist(), "mean_f1": float(f1.mean()), "mean_accuracy": float(accuracy.mean())}
+        return {
+            "accuracy": accuracy.tolist(),
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "mean_f1": float(f1.mean()),
+            "mean_accuracy": float(accuracy.mean()),
+        }

@@ -8,7 +8,7 @@ import numpy as np
 
 from deconflict.metrics._base import MetricError
 
-__all__ = ["relative_changes", "delta_m", "last_k_mean", "mean_std"]
+__all__ = ["delta_m", "last_k_mean", "mean_std", "relative_changes"]
 
 
 def _as_array(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -20,8 +20,9 @@ def _as_array(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
     return array
 
 
-def relative_changes(values: Sequence[float], baseline: Sequence[float],
-                     higher_is_better: Sequence[bool]) -> np.ndarray:
+def relative_changes(
+    values: Sequence[float], baseline: Sequence[float], higher_is_better: Sequence[bool]
+) -> np.ndarray:
     """Per metric, (−1)^{h_k} (M_k − B_k) / B_k in percent: positive = worse than the baseline."""
     m = _as_array("values", values)
     b = _as_array("baseline", baseline)
@@ -29,13 +30,19 @@ def relative_changes(values: Sequence[float], baseline: Sequence[float],
     if not (m.shape == b.shape == h.shape):
         raise MetricError(f"delta_m: {m.size} values, {b.size} baseline values and {h.size} directions must match.")
     if np.any(b == 0):
-        raise MetricError(f"delta_m: baseline metric(s) {np.nonzero(b == 0)[0].tolist()} are 0: the relative change is undefined.")
+        raise MetricError(
+            f"delta_m: baseline metric(s) {np.nonzero(b == 0)[0].tolist()} are 0: the relative change is undefined."
+        )
     sign = np.where(h, -1.0, 1.0)
     return 100.0 * sign * (m - b) / np.abs(b)
 
 
-def delta_m(values: Sequence[float], baseline: Sequence[float], higher_is_better: Sequence[bool],
-            groups: Sequence[Sequence[int]] | None = None) -> float:
+def delta_m(
+    values: Sequence[float],
+    baseline: Sequence[float],
+    higher_is_better: Sequence[bool],
+    groups: Sequence[Sequence[int]] | None = None,
+) -> float:
     """Relative degradation (percent, positive = worse than ``baseline``).
 
     * ``groups=None``: the mean over all K metrics, Δm = (1/K) Σ_k (−1)^{h_k} (M_k − B_k)/B_k · 100
@@ -51,7 +58,9 @@ def delta_m(values: Sequence[float], baseline: Sequence[float], higher_is_better
         return float(changes.mean())
     seen = sorted(i for group in groups for i in group)
     if not groups or any(len(g) == 0 for g in groups) or seen != list(range(changes.size)):
-        raise MetricError(f"delta_m: groups {list(map(list, groups))} must partition the {changes.size} metric indices.")
+        raise MetricError(
+            f"delta_m: groups {list(map(list, groups))} must partition the {changes.size} metric indices."
+        )
     return float(np.mean([changes[list(group)].mean() for group in groups]))
 
 

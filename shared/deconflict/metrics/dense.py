@@ -10,7 +10,7 @@ from torch import Tensor
 from deconflict.errors import ShapeError
 from deconflict.metrics._base import Metric, MetricError, check_finite_predictions
 
-__all__ = ["SegmentationMetric", "DepthMetric", "NormalMetric", "confusion_matrix", "segmentation_scores"]
+__all__ = ["DepthMetric", "NormalMetric", "SegmentationMetric", "confusion_matrix", "segmentation_scores"]
 
 
 def confusion_matrix(labels: Tensor, targets: Tensor, num_classes: int, ignore_index: int = -1) -> Tensor:
@@ -67,15 +67,23 @@ class SegmentationMetric(Metric):
         check_finite_predictions(self.name, predictions)
         if predictions.dim() == targets.dim() + 1:
             if predictions.shape[1] != self.num_classes:
-                raise ShapeError(f"segmentation: logits have {predictions.shape[1]} channels for {self.num_classes} classes.")
+                raise ShapeError(
+                    f"segmentation: logits have {predictions.shape[1]} channels for {self.num_classes} classes."
+                )
             predictions = predictions.argmax(1)
         self._check_shapes(predictions, targets, "labels [B, H, W] (or logits [B, C, H, W])")
         labels = predictions.detach()
         per_image = []
         if self.reduction == "per_image":
-            per_image = [confusion_matrix(labels[i], targets[i], self.num_classes, self.ignore_index)
-                         for i in range(targets.shape[0])]
-        state = confusion_matrix(labels, targets, self.num_classes, self.ignore_index) if self.reduction != "per_image" else None
+            per_image = [
+                confusion_matrix(labels[i], targets[i], self.num_classes, self.ignore_index)
+                for i in range(targets.shape[0])
+            ]
+        state = (
+            confusion_matrix(labels, targets, self.num_classes, self.ignore_index)
+            if self.reduction != "per_image"
+            else None
+        )
         self._accumulate(state, per_image)
 
     @staticmethod
@@ -102,8 +110,11 @@ class DepthMetric(Metric):
         """``predictions`` and ``targets``: [B, 1, H, W] (or [B, H, W]) depths."""
         check_finite_predictions(self.name, predictions)
         self._check_shapes(predictions, targets, "depth maps of the same shape, e.g. [B, 1, H, W]")
-        per_image = [self._state_of(predictions[i], targets[i]) for i in range(targets.shape[0])] \
-            if self.reduction == "per_image" else []
+        per_image = (
+            [self._state_of(predictions[i], targets[i]) for i in range(targets.shape[0])]
+            if self.reduction == "per_image"
+            else []
+        )
         self._accumulate(self._state_of(predictions, targets) if self.reduction != "per_image" else None, per_image)
 
     @staticmethod
@@ -111,8 +122,14 @@ class DepthMetric(Metric):
         valid = targets != 0
         error = (predictions.detach() - targets)[valid].to(torch.float64)
         truth = targets[valid].to(torch.float64)
-        return torch.stack([error.abs().sum(), (error.abs() / truth.abs()).sum(), (error**2).sum(),
-                            torch.tensor(float(valid.sum()), dtype=torch.float64)]).cpu()
+        return torch.stack(
+            [
+                error.abs().sum(),
+                (error.abs() / truth.abs()).sum(),
+                (error**2).sum(),
+                torch.tensor(float(valid.sum()), dtype=torch.float64),
+            ]
+        ).cpu()
 
     @staticmethod
     def _add(a: Tensor, b: Tensor) -> Tensor:
@@ -123,8 +140,11 @@ class DepthMetric(Metric):
 
     def _finish(self, state: Tensor) -> dict[str, float]:
         count = float(state[3])
-        return {"abs_err": float(state[0]) / count, "rel_err": float(state[1]) / count,
-                "rmse": math.sqrt(float(state[2]) / count)}
+        return {
+            "abs_err": float(state[0]) / count,
+            "rel_err": float(state[1]) / count,
+            "rmse": math.sqrt(float(state[2]) / count),
+        }
 
 
 class NormalMetric(Metric):
@@ -152,8 +172,11 @@ class NormalMetric(Metric):
         self._check_shapes(predictions, targets, "normal maps [B, 3, H, W]")
         if predictions.dim() != 4 or predictions.shape[1] != 3:
             raise ShapeError(f"normal: expected [B, 3, H, W], got {tuple(predictions.shape)}.")
-        per_image = [self._state_of(predictions[i:i + 1], targets[i:i + 1]) for i in range(targets.shape[0])] \
-            if self.reduction == "per_image" else []
+        per_image = (
+            [self._state_of(predictions[i : i + 1], targets[i : i + 1]) for i in range(targets.shape[0])]
+            if self.reduction == "per_image"
+            else []
+        )
         self._accumulate(self._state_of(predictions, targets) if self.reduction != "per_image" else None, per_image)
 
     def _state_of(self, predictions: Tensor, targets: Tensor) -> Tensor:
@@ -162,16 +185,23 @@ class NormalMetric(Metric):
         truth = torch.nn.functional.normalize(targets.to(torch.float64), dim=1)
         cosine = (unit * truth).sum(1)[valid].clamp(-1.0, 1.0)
         degrees = torch.rad2deg(torch.acos(cosine))
-        bins = int(round(180.0 / self.BIN))
+        bins = round(180.0 / self.BIN)
         histogram = torch.bincount((degrees / self.BIN).floor().long().clamp(0, bins - 1), minlength=bins)
-        return {"sum": float(degrees.sum()), "count": int(degrees.numel()), "histogram": histogram.cpu(),
-                "within": [int((degrees < t).sum()) for t in self.THRESHOLDS]}
+        return {
+            "sum": float(degrees.sum()),
+            "count": int(degrees.numel()),
+            "histogram": histogram.cpu(),
+            "within": [int((degrees < t).sum()) for t in self.THRESHOLDS],
+        }
 
     @staticmethod
     def _add(a: dict, b: dict) -> dict:
-        return {"sum": a["sum"] + b["sum"], "count": a["count"] + b["count"],
-                "histogram": a["histogram"] + b["histogram"],
-                "within": [x + y for x, y in zip(a["within"], b["within"])]}
+        return {
+            "sum": a["sum"] + b["sum"],
+            "count": a["count"] + b["count"],
+            "histogram": a["histogram"] + b["histogram"],
+            "within": [x + y for x, y in zip(a["within"], b["within"])],
+        }
 
     def _has_valid(self, state: dict) -> bool:
         return state["count"] > 0

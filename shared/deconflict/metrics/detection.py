@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from deconflict.errors import ShapeError
 from deconflict.metrics._base import MetricError
@@ -66,9 +65,14 @@ class CocoMetric:
             boxes = target["boxes"].detach().cpu().to(torch.float64)
             masks = self._masks(target, boxes.shape[0], "targets")
             for index, (box, label) in enumerate(zip(boxes.tolist(), target["labels"].tolist())):
-                annotation = {"id": len(self.ground_truth) + 1, "image_id": image_id, "category_id": int(label),
-                              "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                              "area": (box[2] - box[0]) * (box[3] - box[1]), "iscrowd": 0}
+                annotation = {
+                    "id": len(self.ground_truth) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "area": (box[2] - box[0]) * (box[3] - box[1]),
+                    "iscrowd": 0,
+                }
                 if masks is not None:
                     from pycocotools import mask as mask_utils
 
@@ -81,9 +85,15 @@ class CocoMetric:
                 raise MetricError("coco: predicted boxes or scores contain NaN or Inf.")
             pboxes = prediction["boxes"].detach().cpu().to(torch.float64)
             pmasks = self._masks(prediction, pboxes.shape[0], "predictions")
-            for index, (box, score, label) in enumerate(zip(pboxes.tolist(), scores.tolist(), prediction["labels"].tolist())):
-                detection = {"image_id": image_id, "category_id": int(label), "score": float(score),
-                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]}
+            for index, (box, score, label) in enumerate(
+                zip(pboxes.tolist(), scores.tolist(), prediction["labels"].tolist())
+            ):
+                detection = {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "score": float(score),
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                }
                 if pmasks is not None:
                     detection["segmentation"] = pmasks[index]
                 self.detections.append(detection)
@@ -96,8 +106,11 @@ class CocoMetric:
             raise MetricError("coco: no ground-truth instance was seen; mAP is undefined.")
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             truth = COCO()
-            truth.dataset = {"images": self.images, "annotations": self.ground_truth,
-                             "categories": [{"id": c} for c in sorted(self.categories)]}
+            truth.dataset = {
+                "images": self.images,
+                "annotations": self.ground_truth,
+                "categories": [{"id": c} for c in sorted(self.categories)],
+            }
             truth.createIndex()
             if not self.detections:
                 return {"map": 0.0, "map_50": 0.0, "mar": 0.0}

@@ -37,6 +37,18 @@ def get(name: str, **kwargs: Any) -> MultiTaskModel:
 
 
 __all__ = [
-    "FILTERS", "MODELS", "CrossStitchSegNet", "DRMGFToy", "MultiTaskModel", "SegNetBackbone", "SegNetMTAN",
-    "SegNetSingle", "SegNetSplit", "available", "get", "register", "toy_objective", "toy_task_optima",
+    "FILTERS",
+    "MODELS",
+    "CrossStitchSegNet",
+    "DRMGFToy",
+    "MultiTaskModel",
+    "SegNetBackbone",
+    "SegNetMTAN",
+    "SegNetSingle",
+    "SegNetSplit",
+    "available",
+    "get",
+    "register",
+    "toy_objective",
+    "toy_task_optima",
 ]

@@ -34,12 +34,17 @@ from torch import Tensor, nn
 
 from deconflict.errors import ConfigError, ShapeError
 from deconflict.models.base import MultiTaskModel, register
-from deconflict.tasks import Task
 from deconflict.models.segnet import (
-    EXTRA_BLOCKS, SegNetBackbone, check_image, init_segnet, scaled_filters, task_head,
+    EXTRA_BLOCKS,
+    SegNetBackbone,
+    check_image,
+    init_segnet,
+    scaled_filters,
+    task_head,
 )
+from deconflict.tasks import Task
 
-__all__ = ["CrossStitchSegNet", "STITCH_FORMS"]
+__all__ = ["STITCH_FORMS", "CrossStitchSegNet"]
 
 STITCH_FORMS = ("matrix", "mtan_code")
 STAGES = len(EXTRA_BLOCKS)
@@ -51,7 +56,9 @@ class CrossStitchSegNet(MultiTaskModel):
 
     supports_task_views = False
 
-    def __init__(self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0, stitch: str = "matrix") -> None:
+    def __init__(
+        self, tasks: Iterable[Task] | Mapping[str, Task | int], width: float = 1.0, stitch: str = "matrix"
+    ) -> None:
         super().__init__()
         if stitch not in STITCH_FORMS:
             raise ConfigError(f"cross-stitch form must be one of {', '.join(STITCH_FORMS)}, got {stitch!r}.")
@@ -112,8 +119,10 @@ class CrossStitchSegNet(MultiTaskModel):
             raise ShapeError("CrossStitchSegNet.decode needs a representation made by its encode(); call encode first.")
         n = len(self.task_names)
         if representation.dim() != 4 or representation.shape[1] % n:
-            raise ShapeError(f"CrossStitchSegNet: representation of shape {tuple(representation.shape)} is not "
-                             f"the {n} columns' maps concatenated along channels.")
+            raise ShapeError(
+                f"CrossStitchSegNet: representation of shape {tuple(representation.shape)} is not "
+                f"the {n} columns' maps concatenated along channels."
+            )
         maps = list(representation.chunk(n, dim=1))
         weights = self._last_weights()
         outputs = {}
@@ -149,4 +158,3 @@ class CrossStitchSegNet(MultiTaskModel):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last block of each column before the last cross-stitch unit."""
         return [p for column in self.columns for p in column.decoder_rest[1][-1].parameters()]
-

@@ -43,7 +43,13 @@ from torch.nn import functional as F
 from deconflict.errors import ShapeError
 from deconflict.models.base import MultiTaskModel, register
 from deconflict.models.segnet import (
-    EXTRA_BLOCKS, BackboneFeatures, SegNetBackbone, _HeadsMixin, conv_block, init_segnet, scaled_filters,
+    EXTRA_BLOCKS,
+    BackboneFeatures,
+    SegNetBackbone,
+    _HeadsMixin,
+    conv_block,
+    init_segnet,
+    scaled_filters,
 )
 from deconflict.tasks import Task
 
@@ -55,8 +61,12 @@ STAGES = len(EXTRA_BLOCKS)
 def attention_gate(cin: int, channels: int) -> nn.Sequential:
     """MTAN's attention module: conv 1×1 → BN → ReLU → conv 1×1 → BN → sigmoid."""
     return nn.Sequential(
-        nn.Conv2d(cin, channels, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-        nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels), nn.Sigmoid(),
+        nn.Conv2d(cin, channels, 1),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1),
+        nn.BatchNorm2d(channels),
+        nn.Sigmoid(),
     )
 
 
@@ -73,17 +83,23 @@ class SegNetMTAN(_HeadsMixin, MultiTaskModel):
         self.backbone = SegNetBackbone(filters)
         below = [filters[max(s - 1, 0)] for s in range(STAGES)]  # width of decoder stage s's output
         self.encoder_shared = nn.ModuleList(
-            [conv_block(filters[s], filters[min(s + 1, STAGES - 1)]) for s in range(STAGES)])
+            [conv_block(filters[s], filters[min(s + 1, STAGES - 1)]) for s in range(STAGES)]
+        )
         self.decoder_shared = nn.ModuleList([conv_block(filters[s], below[s]) for s in range(STAGES)])
-        self.encoder_gates = nn.ModuleDict({
-            task: nn.ModuleList([attention_gate(filters[0] if s == 0 else 2 * filters[s], filters[s])
-                                 for s in range(STAGES)])
-            for task in self.task_names
-        })
-        self.decoder_gates = nn.ModuleDict({
-            task: nn.ModuleList([attention_gate(filters[s] + below[s], below[s]) for s in range(STAGES)])
-            for task in self.task_names
-        })
+        self.encoder_gates = nn.ModuleDict(
+            {
+                task: nn.ModuleList(
+                    [attention_gate(filters[0] if s == 0 else 2 * filters[s], filters[s]) for s in range(STAGES)]
+                )
+                for task in self.task_names
+            }
+        )
+        self.decoder_gates = nn.ModuleDict(
+            {
+                task: nn.ModuleList([attention_gate(filters[s] + below[s], below[s]) for s in range(STAGES)])
+                for task in self.task_names
+            }
+        )
         self.heads = self._make_heads(filters[0])
         self._layout: list[torch.Size] | None = None
         init_segnet(self)
@@ -103,9 +119,13 @@ class SegNetMTAN(_HeadsMixin, MultiTaskModel):
             raise ShapeError("SegNetMTAN.decode needs a representation made by its encode(); call encode first.")
         sizes = [s.numel() for s in self._layout]
         if representation.dim() != 2 or representation.shape[1] != sum(sizes):
-            raise ShapeError(f"SegNetMTAN: representation of shape {tuple(representation.shape)} does not match "
-                             f"the last encode() ({sum(sizes)} features per item).")
-        pieces = [piece.view(-1, *shape) for piece, shape in zip(torch.split(representation, sizes, dim=1), self._layout)]
+            raise ShapeError(
+                f"SegNetMTAN: representation of shape {tuple(representation.shape)} does not match "
+                f"the last encode() ({sum(sizes)} features per item)."
+            )
+        pieces = [
+            piece.view(-1, *shape) for piece, shape in zip(torch.split(representation, sizes, dim=1), self._layout)
+        ]
         return BackboneFeatures(first=pieces[0:5], last=pieces[5:10], unpooled=pieces[10:15], decoded=pieces[15:20])
 
     # -- the task branches ---------------------------------------------------------------------
@@ -141,8 +161,10 @@ class SegNetMTAN(_HeadsMixin, MultiTaskModel):
         return [*self.encoder_shared.parameters(), *self.decoder_shared.parameters()]
 
     def task_parameters(self) -> list[list[nn.Parameter]]:
-        return [[*self.encoder_gates[t].parameters(), *self.decoder_gates[t].parameters(), *self.heads[t].parameters()]
-                for t in self.task_names]
+        return [
+            [*self.encoder_gates[t].parameters(), *self.decoder_gates[t].parameters(), *self.heads[t].parameters()]
+            for t in self.task_names
+        ]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The backbone's last decoder block (its output is what the last masks multiply)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -31,8 +30,15 @@ from deconflict.models.base import MultiTaskModel, register
 from deconflict.tasks import Task
 
 __all__ = [
-    "FILTERS", "SegNetBackbone", "SegNetSingle", "SegNetSplit", "BackboneFeatures",
-    "conv_block", "task_head", "init_segnet", "scaled_filters",
+    "FILTERS",
+    "BackboneFeatures",
+    "SegNetBackbone",
+    "SegNetSingle",
+    "SegNetSplit",
+    "conv_block",
+    "init_segnet",
+    "scaled_filters",
+    "task_head",
 ]
 
 #: filters of the five encoder stages at full width
@@ -44,7 +50,9 @@ EXTRA_BLOCKS = (1, 1, 2, 2, 2)
 def scaled_filters(width: float) -> tuple[int, ...]:
     """The five stage widths at ``width`` × the full size (at least one channel each)."""
     if not isinstance(width, (int, float)) or not 0 < width <= 4:
-        raise InvalidHyperparameterError(f"SegNet width must be a number in (0, 4], got {width!r} (1 = the papers' size).")
+        raise InvalidHyperparameterError(
+            f"SegNet width must be a number in (0, 4], got {width!r} (1 = the papers' size)."
+        )
     return tuple(max(1, round(f * width)) for f in FILTERS)
 
 

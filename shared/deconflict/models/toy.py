@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from deconflict.errors import InvalidHyperparameterError, ShapeError
 from deconflict.models.base import MultiTaskModel, register
 
-__all__ = ["DRMGFToy", "toy_objective", "toy_task_optima", "TOY_PARAMETER_NAMES"]
+__all__ = ["TOY_PARAMETER_NAMES", "DRMGFToy", "toy_objective", "toy_task_optima"]
 
 TOY_PARAMETER_NAMES = ("w1", "w2", "a1", "b1", "a2", "b2")
 
@@ -36,8 +36,9 @@ class DRMGFToy(MultiTaskModel):
 
     task_names = ("task1", "task2")
 
-    def __init__(self, init: Mapping[str, Tensor | list[float]] | None = None,
-                 dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self, init: Mapping[str, Tensor | list[float]] | None = None, dtype: torch.dtype = torch.float64
+    ) -> None:
         super().__init__()
         init = dict(init or {})
         unknown = set(init) - set(TOY_PARAMETER_NAMES)

@@ -25,60 +25,60 @@ from deconflict.optim._base import (
 )
 from deconflict.optim._registry import available, canonical_name, get, method_class, register
 from deconflict.optim._resolve import MethodSet, resolve
+from deconflict.optim.aligned_mtl import AlignedMTL
+from deconflict.optim.cagrad import CAGrad
+from deconflict.optim.cosreg import CosReg
+from deconflict.optim.dwa import DWA
 
 # Importing the modules registers their methods.
 from deconflict.optim.equal import Equal, FixedWeights
-from deconflict.optim.uncertainty import UncertaintyWeighting
-from deconflict.optim.dwa import DWA
-from deconflict.optim.random_weighting import RGW, RLW
-from deconflict.optim.gradnorm import GradNorm
-from deconflict.optim.imtl import IMTL, IMTLG, IMTLL
 from deconflict.optim.famo import FAMO
 from deconflict.optim.go4align import GO4Align
 from deconflict.optim.graddrop import GradDrop
+from deconflict.optim.gradnorm import GradNorm
 from deconflict.optim.gradvac import GradVac
-from deconflict.optim.aligned_mtl import AlignedMTL
-from deconflict.optim.cosreg import CosReg
-from deconflict.optim.rotograd import RotoGrad
+from deconflict.optim.imtl import IMTL, IMTLG, IMTLL
 from deconflict.optim.mgda import MGDA
-from deconflict.optim.pcgrad import PCGrad
-from deconflict.optim.cagrad import CAGrad
 from deconflict.optim.nash_mtl import NashMTL
+from deconflict.optim.pcgrad import PCGrad
+from deconflict.optim.random_weighting import RGW, RLW
+from deconflict.optim.rotograd import RotoGrad
+from deconflict.optim.uncertainty import UncertaintyWeighting
 
 __all__ = [
-    "CosReg",
     "DWA",
     "FAMO",
+    "IMTL",
+    "IMTLG",
+    "IMTLL",
+    "MGDA",
+    "RGW",
+    "RLW",
+    "Aggregator",
+    "AlignedMTL",
+    "CAGrad",
+    "Combined",
+    "CosReg",
+    "Equal",
+    "FixedWeights",
     "GO4Align",
     "GradDrop",
     "GradNorm",
     "GradVac",
-    "IMTL",
-    "IMTLG",
-    "IMTLL",
-    "RGW",
-    "RotoGrad",
-    "RLW",
-    "AlignedMTL",
-    "Aggregator",
-    "Combined",
-    "FixedWeights",
-    "MethodSet",
-    "Regularizer",
-    "StepContext",
-    "UncertaintyWeighting",
-    "resolve",
-    "CAGrad",
-    "Equal",
     "GramianAggregator",
     "LossWeighting",
-    "MGDA",
     "Method",
+    "MethodSet",
     "NashMTL",
     "PCGrad",
+    "Regularizer",
+    "RotoGrad",
+    "StepContext",
+    "UncertaintyWeighting",
     "available",
     "canonical_name",
     "get",
     "method_class",
     "register",
+    "resolve",
 ]

@@ -26,15 +26,15 @@ from deconflict.errors import InvalidHyperparameterError, NonFiniteError, ShapeE
 from deconflict.numerics import all_finite, gramian_float64, single_threaded_blas
 
 __all__ = [
-    "StepContext",
+    "Aggregator",
+    "Combined",
+    "GramianAggregator",
+    "LearnedLogScales",
+    "LossWeighting",
     "Method",
     "RandomMixin",
-    "Aggregator",
-    "GramianAggregator",
-    "LossWeighting",
-    "LearnedLogScales",
     "Regularizer",
-    "Combined",
+    "StepContext",
 ]
 
 
@@ -122,7 +122,7 @@ class Method:
         return InvalidHyperparameterError(f"{self.name}: {message}")
 
     def _where(self) -> str:
-        """"<name> at step <n>", n counting this method's calls from 1 (for messages)."""
+        """ "<name> at step <n>", n counting this method's calls from 1 (for messages)."""
         return f"{self.name} at step {self.calls}"
 
     def _require(self, context: StepContext | None, need: str) -> Any:
@@ -381,8 +381,11 @@ class Combined(Method):
         self.aggregator.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "weighting": self.weighting.state_dict(),
-                "aggregator": self.aggregator.state_dict()}
+        return {
+            **super().state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "aggregator": self.aggregator.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -8,7 +8,7 @@ from deconflict.errors import InvalidHyperparameterError, UnknownMethodError
 from deconflict.optim._base import Method
 from deconflict.registry import Registry
 
-__all__ = ["METHODS", "register", "available", "get", "method_class", "canonical_name"]
+__all__ = ["METHODS", "available", "canonical_name", "get", "method_class", "register"]
 
 #: every registered method class, by name
 METHODS: Registry[type[Method]] = Registry("method", error=UnknownMethodError)

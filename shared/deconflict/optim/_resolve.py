@@ -37,8 +37,13 @@ def _build(method: Method | str | None) -> Method | None:
     return get(method)
 
 
-def resolve(method: Method | str | None = None, *, weighting: LossWeighting | str | None = None,
-            aggregator: Aggregator | str | None = None, regularizer: Regularizer | str | None = None) -> MethodSet:
+def resolve(
+    method: Method | str | None = None,
+    *,
+    weighting: LossWeighting | str | None = None,
+    aggregator: Aggregator | str | None = None,
+    regularizer: Regularizer | str | None = None,
+) -> MethodSet:
     """Sort ``method`` (any category) and the explicit parts into a :class:`MethodSet`.
 
     Without a loss weighting, equal weighting (sum) is used. Asking for two methods of the same
@@ -74,5 +79,8 @@ def resolve(method: Method | str | None = None, *, weighting: LossWeighting | st
             f"{parts['regularizer'].name} regularizes the summed loss; it cannot be combined with the "
             f"aggregator {parts['aggregator'].name}."
         )
-    return MethodSet(weighting=parts.get("weighting") or get("equal"), aggregator=parts.get("aggregator"),
-                     regularizer=parts.get("regularizer"))
+    return MethodSet(
+        weighting=parts.get("weighting") or get("equal"),
+        aggregator=parts.get("aggregator"),
+        regularizer=parts.get("regularizer"),
+    )

@@ -12,7 +12,7 @@ from deconflict.optim._base import GramianAggregator
 from deconflict.optim._registry import register
 from deconflict.optim._simplex import min_norm_weights
 
-__all__ = ["CAGrad", "STATIONARY_TOL"]
+__all__ = ["STATIONARY_TOL", "CAGrad"]
 
 
 #: ‖min-norm point of the hull‖ / max_i ‖g_i‖ below which the task gradients count as
@@ -101,7 +101,10 @@ class CAGrad(GramianAggregator):
 
         start = np.full(n, 1.0 / n)
         result = minimize(
-            objective, start, jac=True, method="SLSQP",
+            objective,
+            start,
+            jac=True,
+            method="SLSQP",
             bounds=[(0.0, 1.0)] * n,
             constraints=({"type": "eq", "fun": lambda w: np.sum(w) - 1.0, "jac": lambda w: np.ones_like(w)},),
             options={"ftol": 1e-12, "maxiter": 500},

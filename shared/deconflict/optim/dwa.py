@@ -49,7 +49,9 @@ class DWA(LossWeighting):
         """The weights of the running epoch."""
         if len(self.history) < 2:
             return torch.ones(n_tasks, dtype=torch.float64)
-        ratio = torch.tensor(self.history[-1], dtype=torch.float64) / torch.tensor(self.history[-2], dtype=torch.float64)
+        ratio = torch.tensor(self.history[-1], dtype=torch.float64) / torch.tensor(
+            self.history[-2], dtype=torch.float64
+        )
         return n_tasks * torch.softmax(ratio / self.temperature, dim=0)
 
     def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
@@ -65,8 +67,12 @@ class DWA(LossWeighting):
         self._sum, self._count = None, 0
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "history": self.history,
-                "sum": None if self._sum is None else self._sum.tolist(), "count": self._count}
+        return {
+            **super().state_dict(),
+            "history": self.history,
+            "sum": None if self._sum is None else self._sum.tolist(),
+            "count": self._count,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

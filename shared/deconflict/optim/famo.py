@@ -92,9 +92,11 @@ class FAMO(LossWeighting):
         return None if self.logits is None else torch.softmax(self.logits.detach(), dim=0)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "logits": None if self.logits is None else self.logits.detach().clone(),
-                "optimizer": None if self._optimizer is None else self._optimizer.state_dict()}
+        return {
+            **super().state_dict(),
+            "logits": None if self.logits is None else self.logits.detach().clone(),
+            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

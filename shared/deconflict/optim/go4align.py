@@ -11,8 +11,9 @@ from deconflict.optim._registry import register
 __all__ = ["GO4Align", "kmeans_1d"]
 
 
-def kmeans_1d(points: Tensor, k: int, generator: torch.Generator | None, tol: float = 1e-4,
-              max_iter: int = 300) -> Tensor:
+def kmeans_1d(
+    points: Tensor, k: int, generator: torch.Generator | None, tol: float = 1e-4, max_iter: int = 300
+) -> Tensor:
     """Lloyd's K-means on scalars, started from k distinct random points (as ``kmeans_pytorch``,
     which the official code calls); an emptied cluster is re-seeded at a random point. Returns labels."""
     n = points.shape[0]
@@ -80,7 +81,9 @@ class GO4Align(RandomMixin, LossWeighting):
     def weigh(self, losses: Tensor, context: StepContext | None) -> Tensor:
         ell = losses.detach().to(torch.float64).cpu()
         if torch.any(ell <= 0):
-            raise self._invalid(f"at step {self.calls} a loss is ≤ 0; GO4Align's scale term Σℓ/ℓ_k needs positive losses.")
+            raise self._invalid(
+                f"at step {self.calls} a loss is ≤ 0; GO4Align's scale term Σℓ/ℓ_k needs positive losses."
+            )
         if self.risk is None:
             self.risk = torch.full_like(ell, 1.0 / ell.shape[0])
         self.risk = self.risk * torch.exp(-self.step_size * ell)
@@ -97,8 +100,7 @@ class GO4Align(RandomMixin, LossWeighting):
         return weights.to(dtype=losses.dtype, device=losses.device)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "risk": None if self.risk is None else self.risk.clone()}
+        return {**super().state_dict(), "risk": None if self.risk is None else self.risk.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -51,8 +51,13 @@ class GradDrop(RandomMixin, Aggregator):
     equation = "Eq. (1)-(2), Alg. 1: P = ½(1 + Σ∇_i/Σ|∇_i|), keep sign + if P > U, Σ_i (ℓ_i + (1−ℓ_i)M_i)∇_i"
     stateful = True  # its random generator
 
-    def __init__(self, leak: float | Sequence[float] = 0.0, sign_correction: bool = True,
-                 epsilon: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        leak: float | Sequence[float] = 0.0,
+        sign_correction: bool = True,
+        epsilon: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         values = [leak] if isinstance(leak, (int, float)) else list(leak)
         if not values or any(not (0.0 <= float(v) <= 1.0) for v in values):
@@ -75,8 +80,11 @@ class GradDrop(RandomMixin, Aggregator):
     def masks(self, signals: Tensor) -> Tensor:
         """The T masks from T per-element signals (the gradients, or their batch sums)."""
         magnitude = signals.abs().sum(0) + self.epsilon
-        ratio = torch.where(magnitude > 0, signals.sum(0) / magnitude.clamp_min(torch.finfo(signals.dtype).tiny),
-                            torch.zeros_like(magnitude))
+        ratio = torch.where(
+            magnitude > 0,
+            signals.sum(0) / magnitude.clamp_min(torch.finfo(signals.dtype).tiny),
+            torch.zeros_like(magnitude),
+        )
         purity = 0.5 * (1.0 + ratio)
         # U ~ Uniform(0, 1) on the open interval: torch.rand draws from [0, 1), and a draw of exactly 0
         # (one in 2^24 entries in float32) becomes the smallest positive number, so that P = 0 (every

@@ -89,8 +89,11 @@ class GradNorm(LossWeighting):
             self.task_weights.mul_(self.task_weights.numel() / self.task_weights.sum())
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "task_weights": self.task_weights.detach().clone(),
-                "initial_losses": None if self.initial_losses is None else self.initial_losses.clone()}
+        return {
+            **super().state_dict(),
+            "task_weights": self.task_weights.detach().clone(),
+            "initial_losses": None if self.initial_losses is None else self.initial_losses.clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

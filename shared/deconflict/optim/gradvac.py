@@ -46,8 +46,9 @@ class GradVac(RandomMixin, Aggregator):
     equation = "Alg. 1, Eq. (3)-(4): g_i += ‖g_i‖(φ̂√(1−φ²) − φ√(1−φ̂²))/(‖g_j‖√(1−φ̂²)) g_j if φ < φ̂; φ̂ ← (1−β)φ̂ + βφ"
     stateful = True
 
-    def __init__(self, beta: float = 0.5, grouping: str = "whole_model", eps: float = 1e-8,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, beta: float = 0.5, grouping: str = "whole_model", eps: float = 1e-8, seed: int | None = None
+    ) -> None:
         super().__init__()
         if not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
             raise self._invalid(f"beta must be in [0, 1], got {beta!r}.")
@@ -115,8 +116,11 @@ class GradVac(RandomMixin, Aggregator):
             if below.any():
                 root_phi = np.sqrt(np.clip(1 - phi[below] ** 2, 0.0, None))
                 root_target = np.sqrt(np.clip(1 - target[below] ** 2, 0.0, None))
-                weight = norm_i[below] * (target[below] * root_phi - phi[below] * root_target) / (
-                    norm_j[below] * root_target + self.eps)
+                weight = (
+                    norm_i[below]
+                    * (target[below] * root_phi - phi[below] * root_target)
+                    / (norm_j[below] * root_target + self.eps)
+                )
                 coefficients[rows[below], others[below]] += weight
             t[rows, others] = (1 - self.beta) * target + self.beta * phi
         return torch.from_numpy(coefficients).to(gram.dtype)
@@ -140,8 +144,7 @@ class GradVac(RandomMixin, Aggregator):
         return direction
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "targets": None if self.targets is None else self.targets.clone()}
+        return {**super().state_dict(), "targets": None if self.targets is None else self.targets.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -9,7 +9,7 @@ from deconflict.errors import SolverError
 from deconflict.optim._base import Combined, GramianAggregator, LearnedLogScales
 from deconflict.optim._registry import register
 
-__all__ = ["IMTLL", "IMTLG", "IMTL", "imtl_g_weights"]
+__all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
 
 
 def imtl_g_weights(gramian: Tensor, eps: float = 1e-12) -> Tensor:
@@ -25,8 +25,11 @@ def imtl_g_weights(gramian: Tensor, eps: float = 1e-12) -> Tensor:
     scale = float(norms.max()) if norms.numel() else 0.0
     if scale == 0.0:
         return torch.zeros_like(norms)
-    raw = torch.linalg.solve(gramian, norms) if torch.linalg.matrix_rank(gramian, hermitian=True) == len(norms) \
+    raw = (
+        torch.linalg.solve(gramian, norms)
+        if torch.linalg.matrix_rank(gramian, hermitian=True) == len(norms)
         else torch.linalg.pinv(gramian, hermitian=True) @ norms
+    )
     total = raw.sum()
     if abs(float(total)) * scale < eps:  # Σα = 0: no combination with equal projections
         return torch.zeros_like(raw)

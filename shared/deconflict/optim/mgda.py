@@ -39,8 +39,9 @@ class MGDA(GramianAggregator):
     paper = "Sener & Koltun 2018, Multi-Task Learning as Multi-Objective Optimization (NeurIPS)"
     equation = "Eq. (3): min_{α∈Δ} ‖Σ_t α_t g_t‖²; MGDA-UB Eq. (7) at feature level"
 
-    def __init__(self, solver: str = "exact", max_iter: int = 250, tol: float = 1e-5,
-                 normalization: str = "none") -> None:
+    def __init__(
+        self, solver: str = "exact", max_iter: int = 250, tol: float = 1e-5, normalization: str = "none"
+    ) -> None:
         super().__init__()
         if solver not in ("exact", "frank_wolfe"):
             raise self._invalid(f"solver must be 'exact' or 'frank_wolfe', got {solver!r}.")

@@ -12,11 +12,12 @@ from deconflict.errors import SolverError, SolverWarning
 from deconflict.optim._base import GramianAggregator
 from deconflict.optim._registry import register
 
-__all__ = ["NashMTL", "solve_bargaining_newton", "solve_bargaining_ccp"]
+__all__ = ["NashMTL", "solve_bargaining_ccp", "solve_bargaining_newton"]
 
 
-def solve_bargaining_newton(gram: np.ndarray, tol: float = 1e-9, max_iter: int = 100,
-                            start: np.ndarray | None = None) -> np.ndarray:
+def solve_bargaining_newton(
+    gram: np.ndarray, tol: float = 1e-9, max_iter: int = 100, start: np.ndarray | None = None
+) -> np.ndarray:
     """Solve ``G α = 1/α`` (element-wise), ``α > 0``, exactly.
 
     The bargaining equation is the stationarity condition of the strictly convex function
@@ -114,8 +115,7 @@ def solve_bargaining_ccp(gram: np.ndarray, start: np.ndarray, optim_niter: int =
             raise SolverError(f"the Nash-MTL sub-problem ended with status {problem.status!r}")
         current = np.asarray(alpha.value, dtype=np.float64)
         converged = (
-            np.linalg.norm(g @ current - 1.0 / (current + 1e-10)) < 1e-3
-            or np.linalg.norm(current - alpha_prev) < 1e-6
+            np.linalg.norm(g @ current - 1.0 / (current + 1e-10)) < 1e-3 or np.linalg.norm(current - alpha_prev) < 1e-6
         )
         alpha_prev = current
         if converged:
@@ -172,8 +172,14 @@ class NashMTL(GramianAggregator):
     equation = "Eq. (2), Claim 3.1: d = Σ α_i g_i with GᵀG α = 1/α (α_i⟨g_i, d⟩ = 1)"
     stateful = True
 
-    def __init__(self, solver: str = "newton", update_weights_every: int = 1, max_norm: float = 0.0,
-                 optim_niter: int = 20, on_failure: str = "warn") -> None:
+    def __init__(
+        self,
+        solver: str = "newton",
+        update_weights_every: int = 1,
+        max_norm: float = 0.0,
+        optim_niter: int = 20,
+        on_failure: str = "warn",
+    ) -> None:
         super().__init__()
         if solver not in ("newton", "ccp"):
             raise self._invalid(f"solver must be 'newton' or 'ccp', got {solver!r}.")
@@ -213,7 +219,9 @@ class NashMTL(GramianAggregator):
     def weights(self, gramian: Tensor) -> Tensor:
         gram = gramian.detach().cpu().numpy().astype(np.float64)
         if self.alpha is not None and self.alpha.shape[0] != gram.shape[0]:
-            raise self._invalid(f"the number of tasks changed from {self.alpha.shape[0]} to {gram.shape[0]}; call reset().")
+            raise self._invalid(
+                f"the number of tasks changed from {self.alpha.shape[0]} to {gram.shape[0]}; call reset()."
+            )
         if self.alpha is None or (self.calls - 1) % self.update_weights_every == 0:
             try:
                 self.alpha = self._solve(gram)
@@ -239,8 +247,11 @@ class NashMTL(GramianAggregator):
         return torch.from_numpy(np.array(alpha)).to(device=gramian.device, dtype=gramian.dtype)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "alpha": None if self.alpha is None else self.alpha.tolist(),
-                "failures": self.failures}
+        return {
+            **super().state_dict(),
+            "alpha": None if self.alpha is None else self.alpha.tolist(),
+            "failures": self.failures,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -8,7 +8,7 @@ from torch import Tensor
 from deconflict.optim._base import GramianAggregator, LossWeighting, RandomMixin, StepContext
 from deconflict.optim._registry import register
 
-__all__ = ["RLW", "RGW", "random_weights"]
+__all__ = ["RGW", "RLW", "random_weights"]
 
 DISTRIBUTIONS = ("normal", "uniform", "dirichlet", "bernoulli", "constrained_bernoulli")
 

@@ -65,8 +65,16 @@ class RotoGrad(Aggregator):
     levels = ("feature",)
     stateful = True
 
-    def __init__(self, lr: float | None = None, lr_factor: float = 1.0, rotation_size: int | None = None,
-                 burn_in: int = 20, scale_magnitudes: bool = True, init: str = "random", seed: int = 0) -> None:
+    def __init__(
+        self,
+        lr: float | None = None,
+        lr_factor: float = 1.0,
+        rotation_size: int | None = None,
+        burn_in: int = 20,
+        scale_magnitudes: bool = True,
+        init: str = "random",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if lr is not None and not lr > 0:
             raise self._invalid(f"lr must be > 0 (or None: lr_factor × the network's), got {lr!r}.")
@@ -156,8 +164,9 @@ class RotoGrad(Aggregator):
             self._step_rotations = None
             with torch.no_grad():
                 rotated_grads = torch.stack([rotate(grads[k], rotations[k]) for k in range(grads.shape[0])])
-            loss = sum(((rotate(target, rotations[k]) - rotated_grads[k]) ** 2).sum() / batch
-                       for k in range(grads.shape[0]))
+            loss = sum(
+                ((rotate(target, rotations[k]) - rotated_grads[k]) ** 2).sum() / batch for k in range(grads.shape[0])
+            )
             self._optimizer.zero_grad()
             loss.backward()
         for group in self._optimizer.param_groups:
@@ -166,11 +175,13 @@ class RotoGrad(Aggregator):
         self.last_rotation_loss = float(loss)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(),
-                "generators": None if self.generators is None else self.generators.detach().clone(),
-                "bases": None if self.bases is None else self.bases.clone(),
-                "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
-                "reference_norms": self.reference_norms}
+        return {
+            **super().state_dict(),
+            "generators": None if self.generators is None else self.generators.detach().clone(),
+            "bases": None if self.bases is None else self.bases.clone(),
+            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+            "reference_norms": self.reference_norms,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

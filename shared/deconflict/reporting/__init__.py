@@ -1,4 +1,4 @@
-"""Top layer — rendering the papers' tables and figures (``deconflict.reporting``).
+"""Layer 9 — rendering the papers' tables and figures (``deconflict.reporting``).
 
 A notebook opens its table or figure with :func:`open_report` (the kind named in the paper's
 params: ``run_table``, ``drmgf_toy``) and asks it for one artifact per call; artifacts (CSV +
@@ -14,6 +14,15 @@ from deconflict.reporting.style import SMOKE_NOTE, profile_note, use_print_style
 from deconflict.reporting.toy_figure import ToyFigureReport
 
 __all__ = [
-    "REPORTS", "SMOKE_NOTE", "ArtifactWriter", "Report", "RunTableReport", "ToyFigureReport", "open_report",
-    "profile_note", "read_manifest", "register_report", "use_print_style",
+    "REPORTS",
+    "SMOKE_NOTE",
+    "ArtifactWriter",
+    "Report",
+    "RunTableReport",
+    "ToyFigureReport",
+    "open_report",
+    "profile_note",
+    "read_manifest",
+    "register_report",
+    "use_print_style",
 ]

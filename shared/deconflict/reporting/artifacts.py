@@ -17,7 +17,7 @@ import pandas as pd
 
 from deconflict.io import atomic_path, read_json, write_json, write_text
 
-__all__ = ["ArtifactWriter", "read_manifest", "MANIFEST_NAME"]
+__all__ = ["MANIFEST_NAME", "ArtifactWriter", "read_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 
@@ -65,8 +65,9 @@ class ArtifactWriter:
         if source:
             markdown += f"\n{source}\n"
         write_text(self._path(name, ".md"), markdown)
-        self.artifacts.append({"kind": "table", "name": name, "caption": caption,
-                               "files": [f"{name}.csv", f"{name}.md"]})
+        self.artifacts.append(
+            {"kind": "table", "name": name, "caption": caption, "files": [f"{name}.csv", f"{name}.md"]}
+        )
 
     def figure(self, fig: Any, name: str, caption: str) -> None:
         """Save a matplotlib figure as ``<name>.png`` and ``<name>.pdf`` (no timestamps inside)."""
@@ -76,8 +77,9 @@ class ArtifactWriter:
             fig.savefig(tmp, format="png", metadata={"Software": None})
         with atomic_path(self._path(name, ".pdf")) as tmp:
             fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
-        self.artifacts.append({"kind": "figure", "name": name, "caption": caption,
-                               "files": [f"{name}.png", f"{name}.pdf"]})
+        self.artifacts.append(
+            {"kind": "figure", "name": name, "caption": caption, "files": [f"{name}.png", f"{name}.pdf"]}
+        )
 
     def metrics(self, values: dict[str, Any], name: str = "metrics") -> None:
         """Write ``values`` as ``<name>.json``; NaN becomes null (JSON has no NaN)."""
@@ -87,9 +89,10 @@ class ArtifactWriter:
         self.artifacts.append({"kind": "metrics", "name": name, "caption": "metrics", "files": [f"{name}.json"]})
 
     def dvc_metrics(self, values: dict[str, Any]) -> None:
-        """Write the stage's DVC metrics (nested mappings of numbers; NaN becomes null)."""
+        """Write the stage's DVC metrics (nested mappings of numbers; NaN becomes null; floats to 6
+        significant digits, what the tables show, so that diffs show changes, not float noise)."""
         if self.enabled and self.metrics_path is not None:
-            write_json(self.metrics_path, _json_safe(values))
+            write_json(self.metrics_path, _json_safe(values, significant=6))
 
     def dvc_plot(self, frame: pd.DataFrame) -> None:
         """Write the stage's DVC plot data: columns ``x``, ``row``, ``series``, ``value``."""
@@ -105,24 +108,29 @@ class ArtifactWriter:
         """Write ``manifest.json``: what was produced, by which notebook, with which profile."""
         if not self.enabled:
             return
-        write_json(Path(self.out_dir) / MANIFEST_NAME, {
-            "paper": self.paper,
-            "notebook": self.notebook,
-            "title": self.title,
-            "profile": self.profile,
-            "artifacts": self.artifacts,
-        })
+        write_json(
+            Path(self.out_dir) / MANIFEST_NAME,
+            {
+                "paper": self.paper,
+                "notebook": self.notebook,
+                "title": self.title,
+                "profile": self.profile,
+                "artifacts": self.artifacts,
+            },
+        )
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: Any, significant: int | None = None) -> Any:
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v, significant) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, significant) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float) and significant is not None:
+        return float(f"{value:.{significant}g}")
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
+        return _json_safe(value.item(), significant)
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from deconflict.config import resolve_profile
+from deconflict.config import load_plugins, load_root_params, resolve_profile
 from deconflict.errors import ConfigError, UnknownNameError
 from deconflict.experiments.tables import paper_tables
 from deconflict.registry import Registry
@@ -31,10 +31,10 @@ from deconflict.reporting.style import profile_note, use_print_style
 __all__ = ["REPORTS", "Report", "open_report", "register_report"]
 
 #: every kind of table or figure, by the ``kind`` a paper's params give it
-REPORTS: Registry[type["Report"]] = Registry("table kind", error=UnknownNameError)
+REPORTS: Registry[type[Report]] = Registry("table kind", error=UnknownNameError)
 
 
-def register_report(cls: type["Report"]) -> type["Report"]:
+def register_report(cls: type[Report]) -> type[Report]:
     """Class decorator: make a kind of table or figure available to papers' params (``kind:``)."""
     return REPORTS.add(cls.kind, cls)
 
@@ -52,18 +52,32 @@ class Report:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, params_file: str | Path, table_id: str, section: dict[str, Any], *, profile: str,
-                 out_dir: str | Path | None = None, metrics_path: str | Path | None = None,
-                 plots_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        params_file: str | Path,
+        table_id: str,
+        section: dict[str, Any],
+        *,
+        profile: str,
+        out_dir: str | Path | None = None,
+        metrics_path: str | Path | None = None,
+        plots_path: str | Path | None = None,
+    ) -> None:
         self.params_file = Path(params_file)
         self.folder = self.params_file.parent
         self.paper = self.folder.resolve().name
         self.table_id = table_id
         self.section = section
         self.profile = profile
-        self.writer = ArtifactWriter(out_dir, notebook=table_id, paper=self.paper, profile=profile,
-                                     title=section.get("title", table_id), metrics_path=metrics_path,
-                                     plots_path=plots_path)
+        self.writer = ArtifactWriter(
+            out_dir,
+            notebook=table_id,
+            paper=self.paper,
+            profile=profile,
+            title=section.get("title", table_id),
+            metrics_path=metrics_path,
+            plots_path=plots_path,
+        )
         self.dvc: dict[str, Any] = {}
         self.plot_rows: list[pd.DataFrame] = []
         use_print_style()
@@ -91,13 +105,29 @@ class Report:
         self.writer.close()
 
 
-def open_report(params_file: str | Path, table_id: str, *, profile: str = "smoke", out_dir: str | Path | None = None,
-                metrics_path: str | Path | None = None, plots_path: str | Path | None = None) -> Report:
-    """The report of the table or figure ``table_id`` declared in a paper's params file."""
+def open_report(
+    params_file: str | Path,
+    table_id: str,
+    *,
+    profile: str = "smoke",
+    out_dir: str | Path | None = None,
+    metrics_path: str | Path | None = None,
+    plots_path: str | Path | None = None,
+) -> Report:
+    """The report of the table or figure ``table_id`` declared in a paper's params file (the root
+    params' ``plugins`` are imported first, so that their kinds of table are known)."""
+    load_plugins(load_root_params(Path(params_file).parent))
     tables = paper_tables(params_file)
     if table_id not in tables:
         raise ConfigError(f"{params_file} declares no table {table_id!r} under tables (it declares {sorted(tables)}).")
     section = resolve_profile(tables[table_id], profile)
     cls = REPORTS[section["kind"]]
-    return cls(params_file, table_id, section, profile=profile, out_dir=out_dir, metrics_path=metrics_path,
-               plots_path=plots_path)
+    return cls(
+        params_file,
+        table_id,
+        section,
+        profile=profile,
+        out_dir=out_dir,
+        metrics_path=metrics_path,
+        plots_path=plots_path,
+    )

@@ -6,16 +6,21 @@ from typing import Any
 
 import pandas as pd
 
+from deconflict.config import load_yaml
 from deconflict.experiments.reference import load_reference
 from deconflict.experiments.runner import load_run
 from deconflict.experiments.tables import (
-    RUN_TABLE, RunTable, column_label, format_table, load_run_table, reproduce_table,
+    RUN_TABLE,
+    RunTable,
+    column_label,
+    format_table,
+    load_run_table,
+    reproduce_table,
 )
-from deconflict.config import load_yaml
 from deconflict.reporting.report import Report, register_report
 from deconflict.reporting.style import profile_note
 
-__all__ = ["RunTableReport", "row_overview", "curves_figure"]
+__all__ = ["RunTableReport", "curves_figure", "row_overview"]
 
 
 def row_overview(table: RunTable, reference: pd.DataFrame) -> pd.DataFrame:
@@ -24,13 +29,15 @@ def row_overview(table: RunTable, reference: pd.DataFrame) -> pd.DataFrame:
     records = []
     for row in table.rows:
         printed = reference[(reference["row"] == row.label) & (reference["column"] == delta)]["value"]
-        records.append({
-            "row": row.label,
-            "here": row.status,
-            "why": row.reason,
-            "runs": ", ".join(run.name for run in row.runs) or "–",
-            f"paper {delta}" if delta else "paper Δm": printed.iloc[0] if len(printed) else "",
-        })
+        records.append(
+            {
+                "row": row.label,
+                "here": row.status,
+                "why": row.reason,
+                "runs": ", ".join(run.name for run in row.runs) or "–",
+                f"paper {delta}" if delta else "paper Δm": printed.iloc[0] if len(printed) else "",
+            }
+        )
     return pd.DataFrame.from_records(records)
 
 
@@ -43,12 +50,23 @@ def curve_data(table: RunTable, runs_dir) -> pd.DataFrame:
             _, metrics = load_run(runs_dir / run.name)
             for task in run.tasks:
                 metric = task.headline.key
-                picked = metrics[(metrics["split"] == "test") & (metrics["task"] == task.name)
-                                 & (metrics["metric"] == metric) & (metrics["reduction"] == table.reduction(task.name))]
+                picked = metrics[
+                    (metrics["split"] == "test")
+                    & (metrics["task"] == task.name)
+                    & (metrics["metric"] == metric)
+                    & (metrics["reduction"] == table.reduction(task.name))
+                ]
                 curve = picked.groupby("epoch")["value"].mean().reset_index()
-                frames.append(pd.DataFrame({"x": curve["epoch"], "row": row.label,
-                                            "series": f"{task.name} {task.headline.label or metric}",
-                                            "value": curve["value"]}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "x": curve["epoch"],
+                            "row": row.label,
+                            "series": f"{task.name} {task.headline.label or metric}",
+                            "value": curve["value"],
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -61,8 +79,17 @@ def curves_figure(data: pd.DataFrame, rows: list[str], title: str):
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.6), squeeze=False)
     palette = dict(zip(rows, sns.color_palette("colorblind", len(rows))))
     for ax, name in zip(axes[0], series):
-        sns.lineplot(data=data[data["series"] == name], x="x", y="value", hue="row", hue_order=rows,
-                     palette=palette, errorbar=None, ax=ax, legend=ax is axes[0][-1])
+        sns.lineplot(
+            data=data[data["series"] == name],
+            x="x",
+            y="value",
+            hue="row",
+            hue_order=rows,
+            palette=palette,
+            errorbar=None,
+            ax=ax,
+            legend=ax is axes[0][-1],
+        )
         ax.set(title=name, xlabel="epoch", ylabel=f"test {name}")
     if axes[0][-1].get_legend() is not None:
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, title=None)
@@ -94,10 +121,13 @@ class RunTableReport(Report):
         window, at the averaging its code used), Δm in the paper's convention, #P from the models."""
         values = reproduce_table(self.spec, self.runs_dir, self.profile, self.reference)
         shown = format_table(values, self.reference)
-        self.writer.table(shown, self.table_id, caption=f"{self.title}: paper vs. reproduction "
-                          f"({profile_note(self.profile, short=True)})",
-                          source=f"Paper: papers/{self.paper}/{self.section['reference']}. Reproduction: pipelines/runs "
-                                 "(see pipelines/dvc.yaml).")
+        self.writer.table(
+            shown,
+            self.table_id,
+            caption=f"{self.title}: paper vs. reproduction ({profile_note(self.profile, short=True)})",
+            source=f"Paper: papers/{self.paper}/{self.section['reference']}. Reproduction: pipelines/runs "
+            "(see pipelines/dvc.yaml).",
+        )
         self.dvc = self._headlines(values)
         return shown
 
@@ -106,7 +136,9 @@ class RunTableReport(Report):
         delta = column_label(self.reference, "Δm")
         headline_columns = []
         for task in dict.fromkeys(spec.task for spec in self.spec.columns.values()):
-            first = next((c for c in values.columns if c in self.spec.columns and self.spec.columns[c].task == task), None)
+            first = next(
+                (c for c in values.columns if c in self.spec.columns and self.spec.columns[c].task == task), None
+            )
             if first:
                 headline_columns.append(first)
         reproduced = values[(values["source"] == "reproduced") & (values["status"] == "reproduced")]

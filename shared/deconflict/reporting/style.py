@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["use_print_style", "SMOKE_NOTE", "profile_note"]
+__all__ = ["SMOKE_NOTE", "profile_note", "use_print_style"]
 
 SMOKE_NOTE = (
     "smoke profile: reduced settings on the CPU (synthetic data where the paper uses a dataset); "
@@ -23,11 +23,13 @@ def use_print_style() -> None:
     import seaborn as sns
 
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.2)
-    mpl.rcParams.update({
-        "figure.dpi": 100,
-        "savefig.dpi": 200,
-        "savefig.bbox": "tight",
-        "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by publishers
-        "axes.titleweight": "bold",
-        "legend.frameon": True,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 200,
+            "savefig.bbox": "tight",
+            "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by publishers
+            "axes.titleweight": "bold",
+            "legend.frameon": True,
+        }
+    )

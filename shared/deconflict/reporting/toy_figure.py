@@ -39,13 +39,18 @@ class ToyFigureReport(Report):
     def claims(self) -> None:
         """Print the paper's claim beside what the reproduction measured, one row per method."""
         print(self.note)
-        print(f"{self.settings['steps']} SGD steps (lr {self.settings['lr']}) from {self.settings['n_inits']} "
-              "seeded starts per method")
+        print(
+            f"{self.settings['steps']} SGD steps (lr {self.settings['lr']}) from {self.settings['n_inits']} "
+            "seeded starts per method"
+        )
         table = summary_vs_paper(self.summary, self.reference, self.f_star)
-        self.writer.table(table, f"{self.table_id}_table",
-                          caption=f"DR-MGF Fig. 3 (toy network): paper's claim vs. reproduction, tolerance "
-                                  f"{self.settings['tolerance']} ({profile_note(self.profile)})",
-                          source="Paper claim: Sec. 1 and Fig. 3 caption of DR-MGF. Reproduction: pipelines/toy_trajectories.py.")
+        self.writer.table(
+            table,
+            f"{self.table_id}_table",
+            caption=f"DR-MGF Fig. 3 (toy network): paper's claim vs. reproduction, tolerance "
+            f"{self.settings['tolerance']} ({profile_note(self.profile)})",
+            source="Paper claim: Sec. 1 and Fig. 3 caption of DR-MGF. Reproduction: pipelines/toy_trajectories.py.",
+        )
         print(table.to_string(index=False))
         self.dvc = {
             row.method: {
@@ -84,22 +89,42 @@ class ToyFigureReport(Report):
         ax_path.set_aspect("equal", adjustable="datalim")
 
         curves = trajectories.assign(gap=(trajectories["f1"] + trajectories["f2"] - 2 * self.f_star).clip(lower=1e-16))
-        sns.lineplot(data=curves, x="step", y="gap", hue="method", hue_order=methods, palette=palette,
-                     errorbar=("pi", 100), estimator="mean", ax=ax_loss, legend=False)
-        ax_loss.set(yscale="log", xlabel="SGD step", ylabel=r"$f_1 + f_2 - 2f^*$ (log scale)",
-                    title="(b) total loss above the optimum")
+        sns.lineplot(
+            data=curves,
+            x="step",
+            y="gap",
+            hue="method",
+            hue_order=methods,
+            palette=palette,
+            errorbar=("pi", 100),
+            estimator="mean",
+            ax=ax_loss,
+            legend=False,
+        )
+        ax_loss.set(
+            yscale="log",
+            xlabel="SGD step",
+            ylabel=r"$f_1 + f_2 - 2f^*$ (log scale)",
+            title="(b) total loss above the optimum",
+        )
 
         handles = [Line2D([], [], color=palette[m], lw=2, label=m) for m in methods]
-        handles += [Line2D([], [], color="black", lw=1.6, label=r"$\theta_1$ path"),
-                    Line2D([], [], color="black", lw=1.6, ls="--", label=r"$\theta_2$ path")]
+        handles += [
+            Line2D([], [], color="black", lw=1.6, label=r"$\theta_1$ path"),
+            Line2D([], [], color="black", lw=1.6, ls="--", label=r"$\theta_2$ path"),
+        ]
         handles += [Line2D([], [], color="none", label=f"DR-MGF: {NOT_IMPLEMENTED['DR-MGF']}")]
         fig.legend(handles=handles, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.12), fontsize=9)
         fig.suptitle(f"DR-MGF Fig. 3 toy network ({profile_note(self.profile, short=True)})", fontsize=11)
         fig.tight_layout()
-        self.writer.figure(fig, self.table_id, caption="Trajectories of θ1, θ2 (start 0) and total loss gap per "
-                           "method; DR-MGF not implemented yet")
+        self.writer.figure(
+            fig,
+            self.table_id,
+            caption="Trajectories of θ1, θ2 (start 0) and total loss gap per method; DR-MGF not implemented yet",
+        )
         gap = curves.groupby(["method", "step"])["gap"].mean().reset_index()
-        self.plot_rows.append(pd.DataFrame({"x": gap["step"], "row": gap["method"], "series": "f1 + f2 - 2 f*",
-                                            "value": gap["gap"]}))
+        self.plot_rows.append(
+            pd.DataFrame({"x": gap["step"], "row": gap["method"], "series": "f1 + f2 - 2 f*", "value": gap["gap"]})
+        )
         plt.close(fig)
         return fig

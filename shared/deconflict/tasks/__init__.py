@@ -62,6 +62,18 @@ def resolve(tasks: Iterable[Task] | Mapping[str, Task | int]) -> tuple[Task, ...
 
 
 __all__ = [
-    "TASKS", "Depth", "MetricColumn", "SemanticSegmentation", "SurfaceNormal", "Task", "TaskLoss", "Window",
-    "available", "describe", "get", "resize_window", "resolve", "task_names",
+    "TASKS",
+    "Depth",
+    "MetricColumn",
+    "SemanticSegmentation",
+    "SurfaceNormal",
+    "Task",
+    "TaskLoss",
+    "Window",
+    "available",
+    "describe",
+    "get",
+    "resize_window",
+    "resolve",
+    "task_names",
 ]

@@ -62,7 +62,7 @@ class Window:
 def resize_window(tensor: Tensor, window: Window, size: tuple[int, int], mode: str) -> Tensor:
     """Crop ``window`` out of the last two dimensions of ``tensor`` and resize it to ``size``
     (``nearest``, or ``bilinear`` with aligned corners, as the MTAN lineage's RandomScaleCrop)."""
-    crop = tensor[..., window.top:window.top + window.height, window.left:window.left + window.width]
+    crop = tensor[..., window.top : window.top + window.height, window.left : window.left + window.width]
     batched = crop.reshape(1, -1, window.height, window.width).to(torch.float32)
     kwargs = {"align_corners": True} if mode == "bilinear" else {}
     return F.interpolate(batched, size=size, mode=mode, **kwargs).reshape(*tensor.shape[:-2], *size)
@@ -89,7 +89,9 @@ class Task:
 
     def __init__(self, name: str | None = None, channels: int = 1) -> None:
         if not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"task {name or self.kind!r} needs a positive integer number of output channels, got {channels!r}.")
+            raise ConfigError(
+                f"task {name or self.kind!r} needs a positive integer number of output channels, got {channels!r}."
+            )
         self.name = name or self.kind
         self.channels = channels
 
@@ -136,7 +138,9 @@ class Task:
         """Whether a stored target array has this task's shape (H×W×C, or H×W for C = 1 or labels)."""
         if self.target_channels is None:
             return array.ndim == 2
-        return (array.ndim == 3 and array.shape[-1] == self.target_channels) or (array.ndim == 2 and self.target_channels == 1)
+        return (array.ndim == 3 and array.shape[-1] == self.target_channels) or (
+            array.ndim == 2 and self.target_channels == 1
+        )
 
     def crop_resize(self, target: Tensor, window: Window, size: tuple[int, int], scale: float) -> Tensor:
         """The target of an image whose ``window`` was resized to ``size`` (zoom factor ``scale``)."""
@@ -167,8 +171,10 @@ class TaskLoss:
     def __call__(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
         missing = [t.name for t in self.tasks if t.name not in outputs or t.name not in targets]
         if missing:
-            raise ShapeError(f"task loss: task(s) {missing} missing from the model outputs {sorted(outputs)} "
-                             f"or the targets {sorted(targets)}.")
+            raise ShapeError(
+                f"task loss: task(s) {missing} missing from the model outputs {sorted(outputs)} "
+                f"or the targets {sorted(targets)}."
+            )
         return {task.name: task.loss(outputs[task.name], targets[task.name]) for task in self.tasks}
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from deconflict.errors import ConfigError, ShapeError
 from deconflict.metrics import DepthMetric, Metric, NormalMetric, SegmentationMetric
 from deconflict.tasks.base import MetricColumn, Task, Window
 
-__all__ = ["SemanticSegmentation", "Depth", "SurfaceNormal", "segmentation_loss", "depth_loss", "normal_loss"]
+__all__ = ["Depth", "SemanticSegmentation", "SurfaceNormal", "depth_loss", "normal_loss", "segmentation_loss"]
 
 
 def _valid_mean(total: Tensor, count: Tensor) -> Tensor:
@@ -40,8 +40,10 @@ def _valid_mean(total: Tensor, count: Tensor) -> Tensor:
 def segmentation_loss(log_probs: Tensor, target: Tensor, ignore_index: int = -1) -> Tensor:
     """Mean NLL over pixels whose label is not ``ignore_index`` (log_probs B×C×H×W, target B×H×W)."""
     if log_probs.dim() != 4 or target.shape != (log_probs.shape[0], *log_probs.shape[2:]):
-        raise ShapeError(f"segmentation loss: predictions {tuple(log_probs.shape)} (B×C×H×W) and labels "
-                         f"{tuple(target.shape)} (B×H×W) do not match.")
+        raise ShapeError(
+            f"segmentation loss: predictions {tuple(log_probs.shape)} (B×C×H×W) and labels "
+            f"{tuple(target.shape)} (B×H×W) do not match."
+        )
     total = F.nll_loss(log_probs, target.long(), ignore_index=ignore_index, reduction="sum")
     return _valid_mean(total, (target != ignore_index).sum())
 
@@ -61,7 +63,9 @@ def depth_loss(prediction: Tensor, target: Tensor) -> Tensor:
 def normal_loss(prediction: Tensor, target: Tensor) -> Tensor:
     """1 − Σ⟨prediction, target⟩ over valid pixels / number of valid pixels (B×3×H×W, unit normals)."""
     if prediction.shape != target.shape:
-        raise ShapeError(f"normal loss: predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} differ.")
+        raise ShapeError(
+            f"normal loss: predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} differ."
+        )
     mask = _valid_mask(target)
     return 1 - _valid_mean((prediction * target * mask).sum(), mask.sum())
 
@@ -118,7 +122,9 @@ class _FixedChannels(Task):
     @classmethod
     def from_channels(cls, name: str, channels: int) -> Task:
         if channels != cls.fixed_channels:
-            raise ConfigError(f"{cls.kind} has {cls.fixed_channels} output channel(s), got {channels} for task {name!r}.")
+            raise ConfigError(
+                f"{cls.kind} has {cls.fixed_channels} output channel(s), got {channels} for task {name!r}."
+            )
         return cls(name=name)
 
 

@@ -10,7 +10,13 @@
 
 from deconflict.train.callbacks import Callback, StepOutput
 from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
-from deconflict.train.config import HEAD_GRADIENTS, SHARED_SPLITS, TrainConfig, TrainResult, check_weights_task_gradients
+from deconflict.train.config import (
+    HEAD_GRADIENTS,
+    SHARED_SPLITS,
+    TrainConfig,
+    TrainResult,
+    check_weights_task_gradients,
+)
 from deconflict.train.logging import DvcLiveLogger
 from deconflict.train.loop import CHECKPOINT_NAME, Trainer
 from deconflict.train.monitors import GradientMonitor, layer_slices

@@ -31,20 +31,20 @@ class StepOutput:
 class Callback:
     """Base class: override the hooks you need. ``state_dict`` is saved in checkpoints."""
 
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def before_backward(self, trainer: "Trainer", losses: list[Tensor], representation: Tensor) -> None:
+    def before_backward(self, trainer: Trainer, losses: list[Tensor], representation: Tensor) -> None:
         """Called with the step's unweighted task losses (graph alive) before any backward pass;
         monitors may take gradients here (``retain_graph=True``) but must not write ``.grad``."""
 
-    def on_step_end(self, trainer: "Trainer", output: StepOutput) -> None: ...
+    def on_step_end(self, trainer: Trainer, output: StepOutput) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None: ...
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         """Called when every epoch is done."""
 
-    def on_fit_exit(self, trainer: "Trainer") -> None:
+    def on_fit_exit(self, trainer: Trainer) -> None:
         """Called when ``fit`` returns or raises (release files, loggers)."""
 
     def state_dict(self) -> dict[str, Any]:

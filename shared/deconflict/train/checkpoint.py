@@ -10,7 +10,7 @@ import torch
 from deconflict.errors import CheckpointError
 from deconflict.io import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 from deconflict import optim
 from deconflict.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "SHARED_SPLITS", "HEAD_GRADIENTS", "check_weights_task_gradients"]
+__all__ = ["HEAD_GRADIENTS", "SHARED_SPLITS", "TrainConfig", "TrainResult", "check_weights_task_gradients"]
 
 SHARED_SPLITS = ("model", "all_but_heads")
 HEAD_GRADIENTS = ("own", "weighted")
@@ -58,7 +58,9 @@ class TrainConfig:
         if self.shared not in SHARED_SPLITS:
             raise ConfigError(f"shared must be one of {', '.join(SHARED_SPLITS)}, got {self.shared!r}.")
         if self.head_gradients not in HEAD_GRADIENTS:
-            raise ConfigError(f"head_gradients must be one of {', '.join(HEAD_GRADIENTS)}, got {self.head_gradients!r}.")
+            raise ConfigError(
+                f"head_gradients must be one of {', '.join(HEAD_GRADIENTS)}, got {self.head_gradients!r}."
+            )
         if self.shared != "model" and self.level != "parameter":
             raise ConfigError(f"shared={self.shared!r} chooses shared parameters, so it needs level='parameter'.")
         if self.jacobian_mode not in ("auto", "batched", "loop"):

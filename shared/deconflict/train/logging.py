@@ -29,7 +29,7 @@ class DvcLiveLogger(Callback):
         self.every = int(every)
         self._live = None
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         from dvclive import Live
 
         resumed = trainer.resumed_from_epoch is not None
@@ -37,7 +37,7 @@ class DvcLiveLogger(Callback):
             _truncate(self.log_dir, trainer.step)
         self._live = Live(dir=str(self.log_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None, report=None)
 
-    def on_step_end(self, trainer: "Trainer", output: StepOutput) -> None:
+    def on_step_end(self, trainer: Trainer, output: StepOutput) -> None:
         if self._live is None or output.step % self.every:
             return
         live = self._live
@@ -52,7 +52,7 @@ class DvcLiveLogger(Callback):
         live.log_metric("epoch", output.epoch + 1)
         live.next_step()
 
-    def on_fit_exit(self, trainer: "Trainer") -> None:
+    def on_fit_exit(self, trainer: Trainer) -> None:
         if self._live is not None:
             self._live.end()
             self._live = None

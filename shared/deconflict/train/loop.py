@@ -25,7 +25,7 @@ from deconflict.train.logging import DvcLiveLogger
 from deconflict.train.seeding import rng_state, set_rng_state
 from deconflict.train.update import UpdateHook, UpdateRule, method_update
 
-__all__ = ["Trainer", "CHECKPOINT_NAME"]
+__all__ = ["CHECKPOINT_NAME", "Trainer"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = 2
@@ -133,8 +133,10 @@ class Trainer:
         self._viewers = [b for b in self.methods.all if type(b).task_views is not optim.Method.task_views]
         for built in self.methods.all:
             if level not in built.levels:
-                raise ConfigError(f"{built.name} runs at {' or '.join(built.levels)} level only: set level="
-                                  f"{built.levels[0]!r} in the training configuration.")
+                raise ConfigError(
+                    f"{built.name} runs at {' or '.join(built.levels)} level only: set level="
+                    f"{built.levels[0]!r} in the training configuration."
+                )
             if built in self._viewers and not self.model.supports_task_views:
                 raise ConfigError(
                     f"{built.name} gives each task its own view of the shared representation, which "
@@ -323,8 +325,14 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_fit_exit(self)
         final = history[-1] if history else []
-        return TrainResult(epochs=self.epoch, steps=self.step, final_losses=final,
-                           resumed_from_epoch=self.resumed_from_epoch, run_dir=self.run_dir, history=history)
+        return TrainResult(
+            epochs=self.epoch,
+            steps=self.step,
+            final_losses=final,
+            resumed_from_epoch=self.resumed_from_epoch,
+            run_dir=self.run_dir,
+            history=history,
+        )
 
     def _run_epoch(self, data: Iterable[Any] | Callable[[int], Iterable[Any]]) -> list[float]:
         batches = data(self.epoch) if callable(data) else data
@@ -332,8 +340,14 @@ class Trainer:
         if limit is not None:
             batches = itertools.islice(batches, limit)
         total = limit if limit is not None else (len(data) if hasattr(data, "__len__") else None)
-        bar = tqdm(batches, total=total, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                   disable=not self.config.progress, leave=False, mininterval=1.0)
+        bar = tqdm(
+            batches,
+            total=total,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            disable=not self.config.progress,
+            leave=False,
+            mininterval=1.0,
+        )
         self.model.train()
         sums: Tensor | None = None
         count = 0

@@ -10,13 +10,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from deconflict.analysis.histories import WHOLE_SHARED
 from deconflict.analysis.gradients import (
     cosine_matrix,
     feature_disentanglement_entropy,
+    filter_index,
+    filter_inner_products,
     magnitude_similarity_matrix,
     pair_indices,
 )
+from deconflict.analysis.histories import WHOLE_SHARED
 from deconflict.errors import ConfigError
 from deconflict.grad import JacobianEngine
 from deconflict.io import atomic_path
@@ -61,27 +63,44 @@ class GradientMonitor(Callback):
         :meth:`summary` — step × level × layer: GDS, GMS, conflict fraction, and at feature level
         the feature-disentanglement entropy.
 
+    DR-MGF's conflict value C (Eq. 2) sums over the shared *filters* (each output channel of a
+    module: its weight row and bias, :func:`~deconflict.analysis.filter_index`) at parameter level;
+    ``conflict_value="coordinate"`` sums over single entries instead (an upper bound). At feature
+    level each entry of the representation is its own filter.
+
     Args:
         every: measure every N steps (N ≥ 1).
         levels: ``"parameter"`` and/or ``"feature"``.
         per_layer: also measure each shared layer separately (parameter level).
+        conflict_value: ``"filter"`` (Eq. 2 as printed) or ``"coordinate"``.
     """
 
-    def __init__(self, every: int = 10, levels: Sequence[str] = ("parameter",), per_layer: bool = True) -> None:
+    def __init__(
+        self,
+        every: int = 10,
+        levels: Sequence[str] = ("parameter",),
+        per_layer: bool = True,
+        conflict_value: str = "filter",
+    ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ConfigError(f"GradientMonitor: every must be an integer ≥ 1, got {every!r}.")
         unknown = set(levels) - {"parameter", "feature"}
         if unknown or not levels:
             raise ConfigError(f"GradientMonitor: levels must be among 'parameter' and 'feature', got {list(levels)!r}.")
+        if conflict_value not in ("filter", "coordinate"):
+            raise ConfigError(
+                f"GradientMonitor: conflict_value must be 'filter' or 'coordinate', got {conflict_value!r}."
+            )
         self.every = every
         self.levels = tuple(levels)
         self.per_layer = bool(per_layer)
+        self.conflict_value = conflict_value
         self.engine = JacobianEngine("auto")
         self._pairs: list[dict[str, Any]] = []
         self._summary: list[dict[str, Any]] = []
 
     # -- measuring ---------------------------------------------------------------------------------
-    def before_backward(self, trainer: "Trainer", losses: Sequence[Tensor], representation: Tensor) -> None:
+    def before_backward(self, trainer: Trainer, losses: Sequence[Tensor], representation: Tensor) -> None:
         step = trainer.step + 1
         if step % self.every:
             return
@@ -89,18 +108,40 @@ class GradientMonitor(Callback):
         if "parameter" in self.levels:
             params = trainer.parameter_split()[0]  # what the aggregator sees as shared
             jac = self.engine(list(losses), params, retain_graph=True)
+            named = {id(p): n for n, p in trainer.model.named_parameters()}
+            filters = None
+            if self.conflict_value == "filter":
+                filters = filter_index([(named.get(id(p), "?"), tuple(p.shape)) for p in params])
             blocks = [(WHOLE, slice(0, jac.shape[1]))]
             if self.per_layer:
-                named = {id(p): n for n, p in trainer.model.named_parameters()}
                 blocks += layer_slices([(named.get(id(p), "?"), p.numel()) for p in params])
             for layer, columns in blocks:
-                self._record(step, trainer.epoch, "parameter", layer, jac[:, columns], names, entropy=False)
+                block_filters = None if filters is None else filters[columns]
+                self._record(
+                    step,
+                    trainer.epoch,
+                    "parameter",
+                    layer,
+                    jac[:, columns],
+                    names,
+                    entropy=False,
+                    filters=block_filters,
+                )
         if "feature" in self.levels:
             jac = self.engine(list(losses), representation, retain_graph=True)
             self._record(step, trainer.epoch, "feature", "representation", jac, names, entropy=True)
 
-    def _record(self, step: int, epoch: int, level: str, layer: str, jac: Tensor, names: list[str],
-                entropy: bool) -> None:
+    def _record(
+        self,
+        step: int,
+        epoch: int,
+        level: str,
+        layer: str,
+        jac: Tensor,
+        names: list[str],
+        entropy: bool,
+        filters: Tensor | None = None,
+    ) -> None:
         jac = jac.detach().to(torch.float64)
         pairs = pair_indices(jac.shape[0])
         row = {"step": step, "epoch": epoch, "level": level, "layer": layer}
@@ -111,10 +152,16 @@ class GradientMonitor(Callback):
             squared = (jac * jac).sum(1)
             norms = squared.sqrt()
             inner = (jac[i] * jac[j]).sum(1)
-            overlap = (-(jac[i] * jac[j])).clamp(min=0).sum(1)  # Σ_d max(0, −g_i,d g_j,d), DR-MGF Eq. (2)
+            # Σ_f max(0, −g_i,fᵀ g_j,f) over filters f (or entries), DR-MGF Eq. (2)
+            overlap = torch.stack(
+                [(-filter_inner_products(jac[a], jac[b], filters)).clamp(min=0).sum() for a, b in pairs]
+            )
             tiny = torch.finfo(torch.float64).tiny
             columns = {
-                "cosine": cosine, "magnitude_similarity": magnitude, "norm_i": norms[i], "norm_j": norms[j],
+                "cosine": cosine,
+                "magnitude_similarity": magnitude,
+                "norm_i": norms[i],
+                "norm_j": norms[j],
                 "conflict_value_ij": overlap / squared[i].clamp_min(tiny),
                 "conflict_value_ji": overlap / squared[j].clamp_min(tiny),
                 "convergence_gain_ij": inner / squared[i].clamp_min(tiny),
@@ -122,9 +169,17 @@ class GradientMonitor(Callback):
             }
             values = {key: value.tolist() for key, value in columns.items()}
             for k, (a, b) in enumerate(pairs):
-                self._pairs.append({"step": step, "epoch": epoch, "level": level, "layer": layer,
-                                    "task_i": names[a], "task_j": names[b],
-                                    **{key: value[k] for key, value in values.items()}})
+                self._pairs.append(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "level": level,
+                        "layer": layer,
+                        "task_i": names[a],
+                        "task_j": names[b],
+                        **{key: value[k] for key, value in values.items()},
+                    }
+                )
             row["gds"] = float(cosine.mean())
             row["gms"] = float(magnitude.mean())
             row["conflict_fraction"] = float((cosine < 0).double().mean())

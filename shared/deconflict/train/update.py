@@ -30,15 +30,20 @@ import torch
 from torch import Tensor
 
 from deconflict import optim
-from deconflict.grad import stack_losses
 from deconflict.grad import jacobian as grad_jacobian
+from deconflict.grad import stack_losses
 from deconflict.train.callbacks import StepOutput
 
 if TYPE_CHECKING:  # pragma: no cover
     from deconflict.train.loop import Trainer
 
 __all__ = [
-    "UpdateRule", "UpdateHook", "MethodUpdate", "WeightedLossUpdate", "AggregatedUpdate", "RegularizedUpdate",
+    "AggregatedUpdate",
+    "MethodUpdate",
+    "RegularizedUpdate",
+    "UpdateHook",
+    "UpdateRule",
+    "WeightedLossUpdate",
     "method_update",
 ]
 
@@ -50,11 +55,11 @@ class UpdateHook:
     ``after_step`` sees the parameters after the step (e.g. to restore entries that must not move).
     """
 
-    def setup(self, trainer: "Trainer") -> None: ...
+    def setup(self, trainer: Trainer) -> None: ...
 
-    def before_step(self, trainer: "Trainer") -> None: ...
+    def before_step(self, trainer: Trainer) -> None: ...
 
-    def after_step(self, trainer: "Trainer") -> None: ...
+    def after_step(self, trainer: Trainer) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -69,20 +74,20 @@ class UpdateRule:
     (:meth:`Trainer.forward`, :meth:`Trainer.task_losses`, :meth:`Trainer.optimizer_step`).
     """
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, trainer: Trainer) -> None:
         """Called once when the trainer is built."""
 
     def describe(self) -> str:
         """What identifies the rule in a run's fingerprint (a changed rule refuses old checkpoints)."""
         return type(self).__name__
 
-    def start_epoch(self, trainer: "Trainer") -> None:
+    def start_epoch(self, trainer: Trainer) -> None:
         """Called before the first batch of every epoch."""
 
-    def step(self, trainer: "Trainer", inputs: Any, targets: Any) -> StepOutput:
+    def step(self, trainer: Trainer, inputs: Any, targets: Any) -> StepOutput:
         raise NotImplementedError
 
-    def end_epoch(self, trainer: "Trainer") -> None:
+    def end_epoch(self, trainer: Trainer) -> None:
         """Called after the last batch of every epoch, before the scheduler steps."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class MethodUpdate(UpdateRule):
     def describe(self) -> str:
         return f"{type(self).__name__}({self.methods.describe()})"
 
-    def step(self, trainer: "Trainer", inputs: Any, targets: Any) -> StepOutput:
+    def step(self, trainer: Trainer, inputs: Any, targets: Any) -> StepOutput:
         trainer.optimizer.zero_grad(set_to_none=True)
         representation, outputs = trainer.forward(inputs)
         rows, losses = trainer.task_losses(outputs, targets)
@@ -114,17 +119,30 @@ class MethodUpdate(UpdateRule):
         trainer.optimizer_step()
         for built in self.methods.all:
             built.after_step(context)
-        return StepOutput(epoch=trainer.epoch, step=trainer.step + 1, losses=losses.detach(),
-                          weights=weights.detach().clone(), backward=result,
-                          outputs={name: out.detach() for name, out in outputs.items()} if isinstance(outputs, dict) else None,
-                          targets=targets)
+        return StepOutput(
+            epoch=trainer.epoch,
+            step=trainer.step + 1,
+            losses=losses.detach(),
+            weights=weights.detach().clone(),
+            backward=result,
+            outputs={name: out.detach() for name, out in outputs.items()} if isinstance(outputs, dict) else None,
+            targets=targets,
+        )
 
-    def backward(self, trainer: "Trainer", rows: list[Tensor], weights: Tensor, penalty: Tensor | None,
-                 representation: Tensor, context: optim.StepContext) -> Any:
+    def backward(
+        self,
+        trainer: Trainer,
+        rows: list[Tensor],
+        weights: Tensor,
+        penalty: Tensor | None,
+        representation: Tensor,
+        context: optim.StepContext,
+    ) -> Any:
         raise NotImplementedError
 
-    def context(self, trainer: "Trainer", inputs: Any, targets: Any, rows: list[Tensor], losses: Tensor,
-                representation: Tensor) -> optim.StepContext:
+    def context(
+        self, trainer: Trainer, inputs: Any, targets: Any, rows: list[Tensor], losses: Tensor, representation: Tensor
+    ) -> optim.StepContext:
         """The step's context for the methods; its expensive parts are computed only if asked for."""
         level = trainer.config.level
         cache: dict[str, Tensor] = {}
@@ -143,8 +161,12 @@ class MethodUpdate(UpdateRule):
             return cache["after"]
 
         return optim.StepContext(
-            losses=losses, level=level, step=trainer.step + 1, epoch=trainer.epoch,
-            task_gradients=task_gradients, losses_after_step=losses_after_step,
+            losses=losses,
+            level=level,
+            step=trainer.step + 1,
+            epoch=trainer.epoch,
+            task_gradients=task_gradients,
+            losses_after_step=losses_after_step,
             representation=representation.detach() if level == "feature" else None,
             shared_layout=trainer.shared_layout if level == "parameter" else None,
             learning_rate=float(trainer.optimizer.param_groups[0]["lr"]),
@@ -179,9 +201,13 @@ class AggregatedUpdate(MethodUpdate):
         shared, own = trainer.parameter_split()
         weighted_heads = trainer.config.head_gradients == "weighted"
         return trainer.backward(
-            weighted, shared, own, aggregator,
+            weighted,
+            shared,
+            own,
+            aggregator,
             representation=representation if trainer.config.level == "feature" else None,
-            task_names=trainer.model.task_names, context=context,
+            task_names=trainer.model.task_names,
+            context=context,
             downstream_shared=trainer.model.downstream_shared_parameters(),
             task_weights=(lambda: aggregator.loss_weights) if weighted_heads else None,
         )
