@@ -1,16 +1,18 @@
 """deconflict — gradient conflict in multi-task and multi-exit networks, reproduced.
 
-Layers (a lower layer never imports a higher one):
+Layers (a lower layer never imports a higher one; ``tests/test_project_layout.py`` checks it):
 
-1. :mod:`deconflict.grad` — per-task gradients (Jacobians), write-back.
-2. :mod:`deconflict.optim` — MTL optimizers: aggregators and loss weightings, by name.
-3. :mod:`deconflict.models`, :mod:`deconflict.data` — architectures and datasets.
-4. ``deconflict.methods`` — the papers' own methods (later issues).
-5. ``deconflict.metrics``, ``deconflict.analysis`` — metrics and conflict instruments (later issues).
-6. :mod:`deconflict.train` — the training engine.
-
-:mod:`deconflict.errors`, :mod:`deconflict.io` and :mod:`deconflict.config` sit below all layers;
-:mod:`deconflict.reporting` (helpers for notebooks) and :mod:`deconflict.experiments` sit on top.
+0. :mod:`deconflict.errors`, :mod:`deconflict.io`, :mod:`deconflict.config`, :mod:`deconflict.registry`
+   — bad-input errors, atomic writes, params, profiles and plugins, registries by name.
+1. :mod:`deconflict.grad` — per-task gradients (Jacobians), write-back; :mod:`deconflict.metrics` —
+   task metrics and Δm.
+2. :mod:`deconflict.optim` — every MTL method by name; :mod:`deconflict.tasks` — tasks as objects.
+3. :mod:`deconflict.models`, :mod:`deconflict.data` — architectures and datasets by name.
+5. :mod:`deconflict.analysis` — conflict instruments.
+6. :mod:`deconflict.train` — the training loop, update rules and hooks, callbacks.
+7. :mod:`deconflict.methods` — the papers' own procedures.
+8. :mod:`deconflict.experiments` — the generic experiment core and the tables of runs.
+9. :mod:`deconflict.reporting` — rendered tables and figures.
 """
 
 __version__ = "0.1.0"
