@@ -17,7 +17,11 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: repro test lint format install kernel lab clean-venv
+.PHONY: repro test verify lint format install kernel lab clean-venv
+
+# make verify's tolerance (0: bit for bit, what the smoke profile gives on any x86-64 machine with AVX2)
+RTOL ?= 0
+ATOL ?= 0
 
 repro: $(STAMP)
 	python pipelines/plan_runs.py --check
@@ -33,6 +37,12 @@ test: $(STAMP)
 	python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests: the test setup is broken"; exit 1; fi; \
 	exit $$status
+
+# For reviewers: regenerate everything, then compare every table's numbers with the committed ones.
+verify: $(STAMP)
+	python pipelines/plan_runs.py --check
+	dvc repro
+	python pipelines/verify.py --rtol $(RTOL) --atol $(ATOL)
 
 install: $(STAMP)
 

@@ -17,6 +17,7 @@ import yaml
 
 from deconflict.cli import entrypoint
 from deconflict.config import load_plugins, load_root_params
+from deconflict.experiments.runs import prune_runs
 from deconflict.experiments.spec import RunSpec
 from deconflict.experiments.tables import plan_runs
 from deconflict.io import write_text
@@ -47,7 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     wanted = render(args.papers)
     if args.write:
         write_text(args.runs, wanted)
-        print(f"{args.runs}: {len(yaml.safe_load(wanted)['runs'])} runs")
+        planned = set(yaml.safe_load(wanted)["runs"])
+        # results of runs no longer planned would still count in the tables' input folder
+        removed = prune_runs(args.runs.parent / "runs", planned) + prune_runs(args.runs.parent / "work", planned)
+        print(
+            f"{args.runs}: {len(planned)} runs"
+            + (f"; removed the folders of {sorted(set(removed))}" if removed else "")
+        )
     elif not args.runs.is_file() or wanted != args.runs.read_text(encoding="utf-8"):
         print(f"{args.runs} is out of date: run `python pipelines/plan_runs.py --write`.", file=sys.stderr)
         raise SystemExit(1)

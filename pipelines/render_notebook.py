@@ -15,6 +15,11 @@ is written to a temporary file and renamed when complete; if a cell fails it is 
 
 from __future__ import annotations
 
+from deconflict.portable import pin_process
+
+if __name__ == "__main__":
+    pin_process()  # the smoke profile's portable numerics, before NumPy and PyTorch are imported
+
 import argparse
 import logging
 import os
@@ -22,10 +27,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import nbformat
+
 from deconflict.cli import entrypoint
-from deconflict.config import load_plugins, load_root_params
+from deconflict.config import load_plugins, load_root_params, paper_tables
 from deconflict.errors import ConfigError, DeconflictError
-from deconflict.experiments.tables import paper_tables
+from deconflict.reporting.notebooks import strip_run_metadata
 
 KERNEL = "deconflict"
 
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.notebook.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}. "
             f"The executed notebook is kept at {failed}."
         ) from None
+    executed_notebook = nbformat.read(partial, as_version=4)
+    nbformat.write(strip_run_metadata(executed_notebook), partial)  # the same bytes wherever it ran
     os.replace(partial, executed)
     if not (out_dir / "manifest.json").is_file():
         raise DeconflictError(

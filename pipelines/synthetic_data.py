@@ -9,6 +9,11 @@ Each folder is replaced as a whole, so a killed stage never leaves half a datase
 
 from __future__ import annotations
 
+from deconflict.portable import pin_process
+
+if __name__ == "__main__":
+    pin_process()  # the smoke profile's portable numerics, before NumPy and PyTorch are imported
+
 import argparse
 import shutil
 import tempfile

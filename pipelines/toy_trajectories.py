@@ -10,6 +10,11 @@ again, resumes where it stopped; a change of settings or code starts afresh.
 
 from __future__ import annotations
 
+from deconflict.portable import pin_process
+
+if __name__ == "__main__":
+    pin_process()  # the smoke profile's portable numerics, before NumPy and PyTorch are imported
+
 import argparse
 import sys
 from pathlib import Path
@@ -23,6 +28,7 @@ from deconflict.errors import ConfigError
 from deconflict.experiments.drmgf_toy import ToySettings, run_toy, sample_inits, summarise, toy_run_key
 from deconflict.experiments.runs import prune_runs
 from deconflict.io import atomic_path, write_json
+from deconflict.portable import apply_torch_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"{args.params} has no section {args.section!r}.")
     section = resolve_profile(params[args.section], profile)
     settings = ToySettings.from_params(section, seed=root.seeds[0])
+    apply_torch_settings()
 
     runs_dir = args.work or args.out / "runs"
     inits = sample_inits(settings.n_inits, settings.seed, settings.init_low, settings.init_high)

@@ -16,6 +16,11 @@ The training itself is :func:`deconflict.experiments.train_run`.
 
 from __future__ import annotations
 
+from deconflict.portable import pin_process
+
+if __name__ == "__main__":
+    pin_process()  # the smoke profile's portable numerics, before NumPy and PyTorch are imported
+
 import argparse
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from deconflict.cli import entrypoint
 from deconflict.config import load_plugins, load_root_params, load_yaml, resolve_device, resolve_profile
 from deconflict.errors import ConfigError
 from deconflict.experiments import RunSpec, TrainingSettings, train_run
+from deconflict.portable import apply_torch_settings
 
 PIPELINES = Path(__file__).resolve().parent
 
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             f"of the {family} family)."
         )
     settings = TrainingSettings.from_params(resolve_profile(training[family], profile), f"training.{family}")
+    apply_torch_settings()
     train_run(
         run,
         settings,

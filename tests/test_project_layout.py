@@ -165,17 +165,18 @@ LAYERS = {
     "cli": 0,
     "numerics": 0,
     "registry": 0,
+    "portable": 0,
     "grad": 1,
     "metrics": 1,
     "optim": 2,
     "tasks": 2,
     "models": 3,
     "data": 3,
-    "methods": 4,
     "analysis": 5,
     "train": 6,
-    "experiments": 7,
-    "reporting": 8,
+    "methods": 7,
+    "experiments": 8,
+    "reporting": 9,
 }
 
 
@@ -219,3 +220,42 @@ def test_every_dataset_is_documented_and_tracked_by_the_training_stage():
     # the real data (full profile) and the synthetic data (smoke) are dependencies of every run
     assert {"../data/${item.dataset}", "../data/synthetic/${item.dataset}"} <= set(train["deps"])
     assert "training.${item.family}" in train["params"]
+
+
+def test_the_training_stage_depends_on_every_library_module_a_run_imports():
+    """A change to any code a training run executes (the pinned kernels included) must make DVC
+    rerun it; only the rendering layer and the command-line wrapper may be left out."""
+    import sys
+
+    probe = (
+        "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('deconflict.'))))"
+    )
+    env = {"DECONFLICT_UNPINNED": "1", "PATH": str(Path(sys.executable).parent)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO / "pipelines", env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {module.split(".")[1] for module in result.stdout.splitlines()[-1].split()}
+    train = yaml.safe_load((REPO / "pipelines" / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    covered = {Path(dep).stem for dep in train["deps"] if dep.startswith("../shared/deconflict/")}
+    assert imported - covered <= {"cli", "reporting"}, sorted(imported - covered)
+
+
+def test_the_readme_states_the_smoke_budget_the_benchmark_checks():
+    from tests.benchmarks import stage_times
+
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"<!-- smoke budget[^>]*-->\n(.*?)<!-- end of smoke budget -->", readme, re.S)
+    assert match, "README.md lost its smoke budget table"
+    rows = [line.strip("|").split("|") for line in match.group(1).splitlines() if line.startswith("| ")]
+    stated = {cells[0].strip(): float(cells[1]) for cells in rows[1:]}  # rows[0]: the header
+    expected = {
+        **stage_times.BUDGET_MINUTES,
+        "all of `dvc repro`": stage_times.TOTAL_MINUTES,
+        "`make repro`, fresh clone, install included": stage_times.MAKE_REPRO_MINUTES,
+        "`make test` after it": stage_times.MAKE_TEST_MINUTES,
+    }
+    assert stated == expected
+    assert sum(stage_times.BUDGET_MINUTES.values()) <= stage_times.TOTAL_MINUTES

@@ -2,8 +2,9 @@
 
 Layers (a lower layer never imports a higher one; ``tests/test_project_layout.py`` checks it):
 
-0. :mod:`deconflict.errors`, :mod:`deconflict.io`, :mod:`deconflict.config`, :mod:`deconflict.registry`
-   — bad-input errors, atomic writes, params, profiles and plugins, registries by name.
+0. :mod:`deconflict.errors`, :mod:`deconflict.io`, :mod:`deconflict.config`, :mod:`deconflict.registry`,
+   :mod:`deconflict.portable` — bad-input errors, atomic writes, params, profiles and plugins, registries by
+   name, the smoke profile's portable numerics.
 1. :mod:`deconflict.grad` — per-task gradients (Jacobians), write-back; :mod:`deconflict.metrics` —
    task metrics and Δm.
 2. :mod:`deconflict.optim` — every MTL method by name; :mod:`deconflict.tasks` — tasks as objects.

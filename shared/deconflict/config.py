@@ -41,6 +41,7 @@ __all__ = [
     "load_plugins",
     "load_root_params",
     "load_yaml",
+    "paper_tables",
     "reject_unknown",
     "resolve_device",
     "resolve_profile",
@@ -152,6 +153,16 @@ def load_plugins(root: RootParams) -> list[str]:
                 f"the repository root {root.repo_root} or installed in the environment."
             ) from None
     return list(root.plugins)
+
+
+def paper_tables(params_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``tables`` section of a paper's params file: table id → its declaration (with its ``kind``)."""
+    params = load_yaml(params_path)
+    tables = params.get("tables") or {}
+    for table_id, section in tables.items():
+        if not isinstance(section, dict) or "kind" not in section:
+            raise ConfigError(f"{params_path} tables.{table_id}: every table needs a kind (e.g. run_table).")
+    return tables
 
 
 def resolve_profile(section: dict[str, Any], profile: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from deconflict.config import load_yaml, reject_unknown
+from deconflict.config import load_yaml, paper_tables, reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.experiments.families import family_of
 from deconflict.experiments.reference import load_reference
@@ -149,16 +149,6 @@ class RunTable:
     def reduction(self, task: str) -> str:
         """The averaging of ``task``'s metrics that the paper's numbers used (default ``global``)."""
         return self.evaluation.get(task, "global")
-
-
-def paper_tables(params_path: str | Path) -> dict[str, dict[str, Any]]:
-    """The ``tables`` section of a paper's params file: table id → its declaration (with its ``kind``)."""
-    params = load_yaml(params_path)
-    tables = params.get("tables") or {}
-    for table_id, section in tables.items():
-        if not isinstance(section, dict) or "kind" not in section:
-            raise ConfigError(f"{params_path} tables.{table_id}: every table needs a kind (e.g. run_table).")
-    return tables
 
 
 def _row(label: str, spec: Mapping[str, Any] | None, defaults: Mapping[str, Any], dataset: str, where: str) -> RowSpec:

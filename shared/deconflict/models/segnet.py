@@ -68,7 +68,11 @@ def task_head(channels: int, outputs: int) -> nn.Sequential:
 
 def init_segnet(module: nn.Module, conv_init: str = "xavier_normal") -> None:
     """The MTAN lineage's initialisation: Xavier conv weights (normal; uniform for Cross-Stitch),
-    zero biases, BatchNorm weight 1 and bias 0."""
+    zero biases, BatchNorm weight 1 and bias 0. On the meta device (a model built only to count its
+    parameters) there are no values to set, and PyTorch's meta ``normal_`` would import TorchDynamo
+    (~1.5 s of a table notebook's start-up): nothing is done."""
+    if any(parameter.is_meta for parameter in module.parameters()):
+        return
     init = {"xavier_normal": nn.init.xavier_normal_, "xavier_uniform": nn.init.xavier_uniform_}[conv_init]
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):

@@ -7,11 +7,44 @@ Markdown tables, PNG + PDF figures, JSON metrics) are written atomically by an
 index of every table and figure, and the DVC metrics and plot files of the stage.
 """
 
-from deconflict.reporting.artifacts import ArtifactWriter, read_manifest
-from deconflict.reporting.report import REPORTS, Report, open_report, register_report
-from deconflict.reporting.run_tables import RunTableReport
-from deconflict.reporting.style import SMOKE_NOTE, profile_note, use_print_style
-from deconflict.reporting.toy_figure import ToyFigureReport
+from importlib import import_module
+from typing import Any
+
+# Imported on first use (PEP 562), so that a stage that only needs the light modules — the notebook
+# runner (notebooks), make verify (verify) — does not pay for PyTorch and the models at start-up.
+_LIGHT = {
+    "ArtifactWriter": "artifacts",
+    "read_manifest": "artifacts",
+    "SMOKE_NOTE": "style",
+    "profile_note": "style",
+    "use_print_style": "style",
+}
+_KINDS = {
+    "REPORTS": "report",
+    "Report": "report",
+    "open_report": "report",
+    "register_report": "report",
+    "RunTableReport": "run_tables",
+    "ToyFigureReport": "toy_figure",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIGHT:
+        module = import_module(f"deconflict.reporting.{_LIGHT[name]}")
+    elif name in _KINDS:
+        import_module("deconflict.reporting.report").load_builtin_kinds()
+        module = import_module(f"deconflict.reporting.{_KINDS[name]}")
+    else:
+        raise AttributeError(f"module 'deconflict.reporting' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "REPORTS",

@@ -16,19 +16,19 @@ kind subclasses :class:`Report` and registers itself with ``@register_report``.
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from deconflict.config import load_plugins, load_root_params, resolve_profile
+from deconflict.config import load_plugins, load_root_params, paper_tables, resolve_profile
 from deconflict.errors import ConfigError, UnknownNameError
-from deconflict.experiments.tables import paper_tables
 from deconflict.registry import Registry
 from deconflict.reporting.artifacts import ArtifactWriter
 from deconflict.reporting.style import profile_note, use_print_style
 
-__all__ = ["REPORTS", "Report", "open_report", "register_report"]
+__all__ = ["BUILTIN_KINDS", "REPORTS", "Report", "load_builtin_kinds", "open_report", "register_report"]
 
 #: every kind of table or figure, by the ``kind`` a paper's params give it
 REPORTS: Registry[type[Report]] = Registry("table kind", error=UnknownNameError)
@@ -105,6 +105,16 @@ class Report:
         self.writer.close()
 
 
+#: the modules of the built-in kinds of table and figure (each registers itself in REPORTS when imported)
+BUILTIN_KINDS = ("deconflict.reporting.run_tables", "deconflict.reporting.toy_figure")
+
+
+def load_builtin_kinds() -> None:
+    """Import the built-in kinds, so that :data:`REPORTS` knows them."""
+    for module in BUILTIN_KINDS:
+        import_module(module)
+
+
 def open_report(
     params_file: str | Path,
     table_id: str,
@@ -121,6 +131,7 @@ def open_report(
     if table_id not in tables:
         raise ConfigError(f"{params_file} declares no table {table_id!r} under tables (it declares {sorted(tables)}).")
     section = resolve_profile(tables[table_id], profile)
+    load_builtin_kinds()
     cls = REPORTS[section["kind"]]
     return cls(
         params_file,

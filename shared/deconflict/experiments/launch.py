@@ -1,0 +1,236 @@
+"""Train the stale runs of the plan on several GPUs or on a SLURM cluster, then let DVC record them.
+
+``dvc repro`` trains the plan's runs one after another. For the full profile (hundreds of GPU-days)
+:func:`launch` hands every *stale* training stage of ``pipelines/dvc.yaml`` — DVC says which — to
+`submitit <https://github.com/facebookincubator/submitit>`_:
+
+* ``executor="slurm"``: one SLURM job per run (submitted as one job array); SLURM schedules them;
+* ``executor="local"``: one worker per GPU (or ``workers`` CPU workers) on this machine, each
+  training its share of the runs one after another.
+
+A job runs exactly the stage's own command (from ``dvc.yaml``) in the stage's folder, so what it
+computes is what ``dvc repro`` would. Every run resumes from its checkpoint (``pipelines/work/``):
+a job killed, pre-empted or timed out (submitit requeues it) continues where it stopped, and
+launching again is idempotent — a run whose job is still pending or running is not submitted twice
+(the ledger ``pipelines/launches/ledger.json`` remembers the jobs). When the jobs are done,
+:func:`collect` records each finished run in ``dvc.lock`` (``dvc commit``) so that ``dvc repro``
+only renders the tables. On a cluster the checkout must live on a file system the nodes share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deconflict.errors import ConfigError
+from deconflict.io import write_json
+
+__all__ = ["LAUNCHES", "StageRunner", "TrainStage", "collect", "job_status", "launch", "read_ledger", "train_stages"]
+
+#: submitit's job folders and the ledger, under the repository
+LAUNCHES = Path("pipelines") / "launches"
+PLAN_FILE = "pipelines/dvc.yaml"
+_ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """One ``train@<run>`` stage of the plan: its DVC address, command, folder and whether it is stale."""
+
+    run: str
+    address: str
+    cmd: str
+    wdir: str
+    stale: bool
+
+
+def train_stages(repo: Path) -> list[TrainStage]:
+    """Every training stage of ``pipelines/dvc.yaml`` with DVC's verdict on whether it is up to date."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(repo), Repo(str(repo)) as dvc_repo:  # DVC resolves stage paths against the cwd
+        stages = [s for s in dvc_repo.index.stages if s.addressing.startswith(f"{PLAN_FILE}:train@")]
+        status = dvc_repo.status(targets=[PLAN_FILE])
+        return [
+            TrainStage(
+                run=s.addressing.split("@", 1)[1],
+                address=s.addressing,
+                cmd=str(s.cmd),
+                wdir=str(s.wdir),
+                stale=s.addressing in status,
+            )
+            for s in stages
+        ]
+
+
+@dataclass
+class StageRunner:
+    """What a job runs: the commands of some training stages, in order, each in its own folder. A run
+    that fails does not stop the others; the job reports what finished. Requeued after a timeout or
+    a pre-emption, it starts again and every run resumes from its checkpoint."""
+
+    stages: list[TrainStage]
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self) -> dict[str, Any]:
+        finished, failed = [], {}
+        env = {**os.environ, **self.environment}
+        for stage in self.stages:
+            result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            if result.returncode == 0:
+                finished.append(stage.run)
+            else:
+                failed[stage.run] = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        return {"finished": finished, "failed": failed}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit calls this before requeueing a timed-out or pre-empted job: run the same again
+        (every run resumes from its own checkpoint)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def _ledger_path(repo: Path) -> Path:
+    return repo / LAUNCHES / "ledger.json"
+
+
+def read_ledger(repo: Path) -> dict[str, dict[str, Any]]:
+    path = _ledger_path(repo)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def job_status(entry: dict[str, Any]) -> str:
+    """``done``, ``failed`` or ``active`` for a ledger entry (from submitit's result file, the
+    scheduler's state, or the local worker's process)."""
+    from submitit.core.utils import JobPaths, pickle_load
+
+    paths = JobPaths(entry["folder"], job_id=entry["job_id"], task_id=0)
+    if paths.result_pickle.exists():
+        outcome, result = pickle_load(paths.result_pickle)
+        return "done" if outcome == "success" and entry["run"] in result.get("finished", []) else "failed"
+    if entry["executor"] == "slurm":
+        import submitit
+
+        state = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"]).state
+        return "active" if state.split()[0] in _ACTIVE_SLURM_STATES or state == "UNKNOWN" else "failed"
+    try:
+        os.kill(int(entry["pid"]), 0)
+    except (OSError, ValueError):
+        return "failed"
+    return "active"
+
+
+def _executor(repo: Path, executor: str, options: dict[str, Any]) -> Any:
+    import submitit
+
+    folder = repo / LAUNCHES / "%j"
+    if executor == "slurm":
+        slurm = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        slurm.update_parameters(**options)
+        return slurm
+    if executor == "local":
+        local = submitit.LocalExecutor(folder=folder)
+        local.update_parameters(timeout_min=options.get("timeout_min", 60 * 24 * 7))
+        return local
+    raise ConfigError(f"executor must be 'local' or 'slurm', got {executor!r}.")
+
+
+def launch(
+    repo: str | Path,
+    *,
+    executor: str = "local",
+    runs: Sequence[str] | None = None,
+    gpus: Sequence[int] = (),
+    workers: int = 1,
+    slurm: dict[str, Any] | None = None,
+) -> dict[str, list[str]]:
+    """Submit every stale training run (of ``runs``, if given) that no job is working on.
+
+    Returns what happened to each run: ``submitted``, ``in_flight`` (a job of an earlier launch is
+    still on it), ``up_to_date``. ``gpus`` (local): one worker per GPU id; ``workers``: how many CPU
+    workers without GPUs. ``slurm``: submitit's options (``slurm_partition``, ``timeout_min``,
+    ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_additional_parameters``, …).
+    """
+    repo = Path(repo).resolve()
+    subprocess.run(["dvc", "repro", f"{PLAN_FILE}:synthetic"], cwd=repo, check=True, capture_output=True)
+    stages = train_stages(repo)
+    if runs is not None:
+        unknown = sorted(set(runs) - {s.run for s in stages})
+        if unknown:
+            raise ConfigError(
+                f"no training stage for run(s) {unknown} in {PLAN_FILE}; run "
+                "`python pipelines/plan_runs.py --write` if a paper's tables added them."
+            )
+        stages = [s for s in stages if s.run in set(runs)]
+    ledger = read_ledger(repo)
+    report: dict[str, list[str]] = {"submitted": [], "in_flight": [], "up_to_date": []}
+    todo = []
+    for stage in stages:
+        if not stage.stale:
+            report["up_to_date"].append(stage.run)
+        elif stage.run in ledger and job_status(ledger[stage.run]) == "active":
+            report["in_flight"].append(stage.run)
+        else:
+            todo.append(stage)
+    if not todo:
+        return report
+    environment = {"PATH": os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
+    if executor == "slurm":
+        submitter = _executor(repo, "slurm", {"timeout_min": 60 * 24, "gpus_per_node": 1, **(slurm or {})})
+        with submitter.batch():  # one job array
+            jobs = [submitter.submit(StageRunner([stage], environment)) for stage in todo]
+        for stage, job in zip(todo, jobs):
+            ledger[stage.run] = {
+                "run": stage.run,
+                "executor": "slurm",
+                "job_id": job.job_id,
+                "folder": str(job.paths.folder),
+            }
+    else:
+        slots = [{"CUDA_VISIBLE_DEVICES": str(gpu)} for gpu in gpus] or [{} for _ in range(max(1, workers))]
+        submitter = _executor(repo, "local", slurm or {})
+        for index, slot in enumerate(slots):
+            share = todo[index :: len(slots)]
+            if not share:
+                continue
+            job = submitter.submit(StageRunner(share, {**environment, **slot}))
+            for stage in share:
+                ledger[stage.run] = {
+                    "run": stage.run,
+                    "executor": "local",
+                    "job_id": job.job_id,
+                    "folder": str(job.paths.folder),
+                    "pid": job.job_id,
+                }
+    report["submitted"] = [stage.run for stage in todo]
+    write_json(_ledger_path(repo), ledger)
+    return report
+
+
+def collect(repo: str | Path) -> dict[str, list[str]]:
+    """Record in ``dvc.lock`` every run a job has finished and DVC still finds stale (``dvc commit``),
+    so that ``dvc repro`` then only renders. Returns ``recorded``, ``active`` and ``failed`` runs."""
+    repo = Path(repo).resolve()
+    ledger = read_ledger(repo)
+    stale = {stage.run: stage for stage in train_stages(repo) if stage.stale}
+    report: dict[str, list[str]] = {"recorded": [], "active": [], "failed": []}
+    for run, entry in sorted(ledger.items()):
+        if run not in stale:
+            continue
+        status = job_status(entry)
+        if status == "done":
+            subprocess.run(["dvc", "commit", "--force", stale[run].address], cwd=repo, check=True, capture_output=True)
+            report["recorded"].append(run)
+        else:
+            report[status].append(run)
+    return report

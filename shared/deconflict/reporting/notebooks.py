@@ -1,0 +1,33 @@
+"""Executed notebooks that are the same bytes wherever they run.
+
+papermill and the kernel stamp an executed notebook with when and where it ran: start and end times
+and durations of the run and of every cell, the kernel's message timestamps, the absolute input and
+output paths, the exact Python version. None of it is a result, and all of it would make the
+executed notebook — a DVC output — differ from one run, checkout folder or machine to the next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["strip_run_metadata"]
+
+_RUN_KEYS = ("duration", "start_time", "end_time", "input_path", "output_path", "environment_variables")
+
+
+def strip_run_metadata(notebook: Any) -> Any:
+    """Remove the timing, paths and patch version from an executed notebook (an ``nbformat`` node, in place)."""
+    papermill = notebook.metadata.get("papermill")
+    if papermill is not None:
+        for key in _RUN_KEYS:
+            papermill.pop(key, None)
+    language = notebook.metadata.get("language_info")
+    if language is not None and "version" in language:
+        language["version"] = ".".join(str(language["version"]).split(".")[:2])
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+        cell_papermill = cell.metadata.get("papermill")
+        if cell_papermill is not None:
+            for key in _RUN_KEYS:
+                cell_papermill.pop(key, None)
+    return notebook

@@ -1,0 +1,158 @@
+"""The smoke budget: wall time of every stage of `dvc repro` from a clean state, per group, against the budget.
+
+    python tests/benchmarks/stage_times.py                 # `dvc repro` in a fresh clone of HEAD
+    python tests/benchmarks/stage_times.py --make          # `make repro` (install included), then `make test`
+    python tests/benchmarks/stage_times.py --here          # this checkout as it is (only stale stages run)
+    python tests/benchmarks/stage_times.py --csv times.csv
+
+Timestamps the output of `dvc repro`: a stage's time runs from its "Running stage" line to the next
+one (or the end), so it includes the stage's process start-up, imports and DVC's own bookkeeping.
+Prints every stage, then the time of each group — each paper's own stages with the training runs only
+its tables use, the runs several papers share with the synthetic data, the index — beside its budget
+(``BUDGET_MINUTES``, also the table in README.md, which a test keeps equal), and whether the clone's
+`git status` is clean after the run (the committed dvc.lock reproduced bit for bit). With ``--make``
+the clone gets its own fresh `.venv` (what a new user's `make repro` does) and `make test` is timed
+after it. Exits with status 1 over budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+#: the smoke pipeline's budget per group, in minutes, for all five papers (the README's table; a test
+#: keeps the two equal). A paper's group: its own stages and the training runs only its tables use;
+#: runs that several papers' tables share, and the synthetic data, are the shared group.
+BUDGET_MINUTES = {
+    "shared: synthetic data and runs of several papers": 4.0,
+    "drmgf": 4.0,
+    "recon": 3.5,
+    "sparse_training": 2.5,
+    "task_priority": 1.0,
+    "robust_mtl": 1.5,
+    "index (root report)": 0.5,
+}
+#: all of `dvc repro` (DVC's own start-up and checks on top of the groups); install (~2.5 min) makes 20
+TOTAL_MINUTES = 17.5
+#: a fresh clone's `make repro` (install included) and the `make test` after it
+MAKE_REPRO_MINUTES = 20.0
+MAKE_TEST_MINUTES = 10.0
+SHARED = next(iter(BUDGET_MINUTES))
+STAGE = re.compile(r"Running stage '(?P<stage>[^']+)'")
+
+
+def papers_of_runs(checkout: Path) -> dict[str, set[str]]:
+    """Which papers' tables use each training run of the plan."""
+    from deconflict.config import load_plugins, load_root_params
+    from deconflict.experiments.tables import load_run_tables
+
+    load_plugins(load_root_params(checkout))
+    users: dict[str, set[str]] = {}
+    for params in sorted((checkout / "papers").glob("*/params.yaml")):
+        for table in load_run_tables(params):
+            for run in table.runs:
+                users.setdefault(run.name, set()).add(params.parent.name)
+    return users
+
+
+def group_of(stage: str, users: dict[str, set[str]]) -> str:
+    if stage.startswith("pipelines/"):
+        run = stage.split("train@", 1)[1] if "train@" in stage else None
+        papers = users.get(run, set()) if run else set()
+        return next(iter(papers)) if len(papers) == 1 else SHARED
+    match = re.match(r"papers/([^/]+)/", stage)
+    return match.group(1) if match else "index (root report)"
+
+
+def timed(command: list[str], checkout: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], float, float]:
+    """Run ``command``; (stage, seconds) of every DVC stage it ran, the time before the first stage
+    (a `make repro`'s install), and the total wall time."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    marks: list[tuple[str, float]] = []
+    output = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        output.append(line)
+        match = STAGE.search(line)
+        if match:
+            marks.append((match.group("stage"), time.monotonic()))
+    if process.wait() != 0:
+        sys.stdout.write("".join(output[-40:]))
+        raise SystemExit(f"{' '.join(command)} failed in {checkout}")
+    ended = time.monotonic()
+    stages = [
+        (name, (marks[i + 1][1] if i + 1 < len(marks) else ended) - start) for i, (name, start) in enumerate(marks)
+    ]
+    before = (marks[0][1] if marks else ended) - started
+    return stages, before, ended - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--here", action="store_true", help="time this checkout instead of a fresh clone of HEAD")
+    mode.add_argument("--make", action="store_true", help="a fresh clone's `make repro` with install, then `make test`")
+    parser.add_argument("--csv", type=Path, help="also write every stage's time here")
+    args = parser.parse_args()
+    folder = None
+    if args.here:
+        checkout = REPO
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="deconflict-budget-"))
+        checkout = folder / "clone"
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(checkout)], check=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    if not args.make:
+        env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    else:  # nothing of this environment: the clone's Makefile builds its own
+        env = {k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not p.startswith(str(REPO)))
+    try:
+        command = ["make", "repro"] if args.make else ["dvc", "repro"]
+        stages, install, total = timed(command, checkout, env)
+        users = papers_of_runs(checkout)
+        clean = subprocess.run(["git", "status", "--porcelain"], cwd=checkout, capture_output=True, text=True).stdout
+        test_minutes = timed(["make", "test"], checkout, env)[2] / 60 if args.make else None
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    for name, seconds in stages:
+        print(f"{seconds:7.1f} s  {name}")
+    totals: dict[str, float] = {}
+    for name, seconds in stages:
+        totals[group_of(name, users)] = totals.get(group_of(name, users), 0.0) + seconds
+    print("\n| group | measured (min) | budget (min) |\n|---|---|---|")
+    over = False
+    for group, budget in BUDGET_MINUTES.items():
+        measured = totals.get(group, 0.0) / 60
+        over |= measured > budget
+        print(f"| {group} | {measured:.2f} | {budget:.1f} |")
+    repro = (total - install) / 60 if args.make else total / 60
+    print(f"| all of `dvc repro` | {repro:.2f} | {TOTAL_MINUTES:.1f} |")
+    over |= repro > TOTAL_MINUTES
+    if args.make:
+        print(f"| `make repro`, fresh clone, install included | {total / 60:.2f} | {MAKE_REPRO_MINUTES:.1f} |")
+        print(f"| `make test` after it | {test_minutes:.2f} | {MAKE_TEST_MINUTES:.1f} |")
+        over |= total / 60 > MAKE_REPRO_MINUTES or test_minutes > MAKE_TEST_MINUTES
+    print(
+        "\ngit status after the run: "
+        + ("clean (the committed dvc.lock reproduced)" if not clean.strip() else f"changed:\n{clean}")
+    )
+    if args.csv:
+        rows = "".join(f"{n},{group_of(n, users)},{s:.2f}\n" for n, s in stages)
+        args.csv.write_text("stage,group,seconds\n" + rows)
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
