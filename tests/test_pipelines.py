@@ -124,3 +124,24 @@ def test_artifact_writer_and_index(tmp_path):
     assert "profile: **smoke**" in markdown and "[fig1.png](p/outputs/n/fig1.png)" in markdown
     page = render_html(entries, tmp_path / "papers")
     assert "<img src='p/outputs/n/fig1.png'" in page and "<td>x</td>" in page
+
+
+def test_an_executed_notebook_is_the_same_bytes_every_time_and_names_no_local_path(tmp_path):
+    """The executed notebook is a DVC output whose hash is committed: nothing of when, where or by which
+    kernel session it ran may be in it (papermill stamps times, paths and a random cell id)."""
+    paper = REPO / "papers" / "drmgf"
+    if not (paper / "results" / "toy").is_dir():
+        import pytest
+
+        pytest.skip("needs the DR-MGF toy's results: run `dvc repro` first")
+    executed = tmp_path / "executed.ipynb"
+    args = ["--params", str(paper / "params.yaml"), "--table", "fig3_toy", "--out", str(tmp_path / "out")]
+    runs = []
+    for _ in range(2):
+        result = run(
+            "render_notebook.py", str(paper / "notebooks" / "fig3_toy.ipynb"), *args, "--executed", str(executed)
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs.append(executed.read_bytes())
+    assert runs[0] == runs[1]
+    assert str(REPO).encode() not in runs[0]  # the stage passes paths relative to the notebook
