@@ -112,8 +112,9 @@ def main() -> int:
         checkout = folder / "clone"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(checkout)], check=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    if not args.make:
+    if not args.make:  # this environment's packages, the clone's own library (not the editable install's)
         env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout / "shared"), os.environ.get("PYTHONPATH")]))
     else:  # nothing of this environment: the clone's Makefile builds its own
         env = {k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         env["PATH"] = ":".join(p for p in env["PATH"].split(":") if not p.startswith(str(REPO)))
