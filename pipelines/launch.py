@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}: {len(runs)}" + (f" ({', '.join(runs)})" if runs and key != "up_to_date" else ""))
     if report["submitted"] or report["in_flight"]:
         print("when the jobs are done: `python pipelines/launch.py --collect && dvc repro`.")
+    if report["waiting_for_scan"]:
+        print("Recon runs wait for their scans: after `--collect`, launch again to submit them.")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from typing import Any
 import yaml
 
 from deconflict.cli import entrypoint
-from deconflict.config import load_plugins, load_root_params, load_yaml, resolve_device, resolve_profile
+from deconflict.config import load_plugins, load_root_params, resolve_device
 from deconflict.errors import ConfigError
-from deconflict.experiments import RunSpec, TrainingSettings, train_run
+from deconflict.experiments import RunSpec, family_settings, train_run
+from deconflict.experiments.runs import plan_entry
 from deconflict.portable import apply_torch_settings
 
 PIPELINES = Path(__file__).resolve().parent
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="checkpoint folder (default: pipelines/work/<name>)")
     parser.add_argument("--profile", help="override the root params.yaml profile (smoke | full)")
     parser.add_argument(
+        "--scans", type=Path, default=PIPELINES / "scans", help="Recon's scans (pipelines/scans, from the scan stage)"
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bars (a line per epoch, with the run's ETA, is still printed)",
@@ -67,16 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_from_args(args: argparse.Namespace) -> RunSpec:
     if args.run:
-        runs = load_yaml(args.runs).get("runs") or {}
-        if args.run not in runs:
-            raise ConfigError(
-                f"no run {args.run!r} in {args.runs}; run `python pipelines/plan_runs.py --write` "
-                f"after adding it to a paper's tables (known: {len(runs)} runs)."
-            )
-        entry = dict(runs[args.run])
-        family = entry.pop("family", None)
+        entry = plan_entry(args.runs, "runs", args.run)
+        entry.pop("scan", None)  # the scan folder the stage depends on (Recon runs), not part of the definition
         run = RunSpec.from_dict(entry)
-        if run.name != args.run or family != run.family.name:
+        if run.name != args.run:
             raise ConfigError(
                 f"{args.runs}: run {args.run!r} is defined as {run.name!r} ({run.family.name}); "
                 "regenerate the plan with `python pipelines/plan_runs.py --write`."
@@ -110,14 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     load_plugins(root)
     profile = args.profile or root.profile
     run = run_from_args(args)
-    family = run.family.name
-    training = load_yaml(args.params).get("training") or {}
-    if family not in training:
-        raise ConfigError(
-            f"{args.params} has no `training.{family}` section (the profile's sizes and schedule "
-            f"of the {family} family)."
-        )
-    settings = TrainingSettings.from_params(resolve_profile(training[family], profile), f"training.{family}")
+    settings = family_settings(args.params, run.family.name, profile)
     apply_torch_settings()
     train_run(
         run,
@@ -130,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         device=resolve_device(root.device),
         progress=not args.no_progress,
         log=lambda line: print(line, flush=True),
+        scans=args.scans,
     )
 
 

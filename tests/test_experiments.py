@@ -299,7 +299,18 @@ def test_reproduce_table_puts_paper_and_runs_side_by_side(tmp_path):
     assert ours.at["Joint-train", "#P."] == pytest.approx(95.43, abs=0.005)
     assert ours.at["Single-task", "#P."] == pytest.approx(190.59, abs=0.005)
     assert paper.at["CAGrad", "Δm%↑"] == "-53.81"
-    assert ours.at["CAGrad w/ Recon", "status"] == "later" and pd.isna(ours.at["CAGrad w/ Recon", "mIoU"])
+    assert ours.at["CAGrad w/ Recon", "status"] == "reproduced" and ours.at["CAGrad w/ Recon", "mIoU"] == 50.0
+    assert pd.isna(ours.at["CAGrad w/ Recon", "#P."])  # a Recon row's size needs the layers its run branched
+    recon_run = next(row for row in table.rows if row.label == "CAGrad w/ Recon").runs[0]
+    summary_path = tmp_path / recon_run.name / "summary.json"
+    layers = ["backbone.encoder_first.0.0", "backbone.encoder_first.0.1"]  # conv 3→64 (1,792) and BN (128)
+    summary_path.write_text(
+        json.dumps({**json.loads(summary_path.read_text()), "surgery": {"0": {"recon": {"layers": layers}}}})
+    )
+    ours = reproduce_table(table, tmp_path, "smoke").query("source == 'reproduced'").set_index("row")
+    assert ours.at["CAGrad w/ Recon", "#P."] == pytest.approx(
+        95.43 + (1792 + 128) * 4 / 2**20, abs=0.005
+    )  # 1 more copy
     with pytest.raises(ConfigError, match="'smoke' profile, not 'full'"):
         reproduce_table(table, tmp_path, "full")
     (tmp_path / "cityscapes-split-mgda-lr5e-05" / "summary.json").unlink()

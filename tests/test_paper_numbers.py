@@ -209,3 +209,19 @@ def test_robust_mtl_ranking_similarity_grid(folder, spec):
     assert printed
     for value in printed:
         assert abs(round(value / step) * step - value) <= 0.0005 + 1e-9, value
+
+
+# -- Sparse training: the incidence improvements printed in parentheses (Tabs. 6, 13) -------------
+@pytest.mark.parametrize("name", ["table6.csv", "table13.csv"])
+def test_sparse_training_incidence_improvements_are_the_method_minus_its_st_row(name):
+    frame = table(PAPERS / "sparse_training" / "reference", name)
+    cells = {(row["row"], row["column"]): row for _, row in frame.iterrows()}
+    improvements = frame[frame["kind"] == "derived"]
+    assert len(improvements) == 14  # 7 methods × (all epochs, last 50 %)
+    for _, cell in improvements.iterrows():
+        column = cell["column"].removesuffix(" improvement")
+        method, sparse = cells[(cell["row"].removesuffix(" w/ ST"), column)], cells[(cell["row"], column)]
+        slack = half_unit(method["decimals"]) + half_unit(sparse["decimals"]) + half_unit(cell["decimals"])
+        assert abs(number(method["value"]) - number(sparse["value"]) - number(cell["value"])) <= slack + 1e-9, cell[
+            "row"
+        ]

@@ -8,6 +8,8 @@
   every epoch (:class:`Evaluator`), checkpointed and resumable; :func:`summarise_run`, :func:`load_run`.
 * :mod:`~deconflict.experiments.tables` — the papers' tables of runs as data: the run plan and the
   table beside the paper's printed numbers (:mod:`~deconflict.experiments.reference`).
+* :mod:`~deconflict.experiments.surgery` — the papers' methods as run options (``recon:``: Recon's
+  branched layers from a pre-run scan, :mod:`~deconflict.experiments.scans`; ``sparse:``: a PSN mask).
 * :mod:`~deconflict.experiments.drmgf_toy` — DR-MGF's two-task toy comparison (Fig. 3).
 """
 
@@ -15,7 +17,7 @@ from deconflict.experiments.evaluation import Evaluator, TaskMeter
 from deconflict.experiments.families import FAMILIES, Family, family_of, register_family
 from deconflict.experiments.reference import REFERENCE_COLUMNS, load_reference
 from deconflict.experiments.runner import load_run, model_size, summarise_run, train_run, train_seed
-from deconflict.experiments.settings import TrainingSettings
+from deconflict.experiments.settings import TrainingSettings, family_settings
 from deconflict.experiments.spec import RunSpec
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "TaskMeter",
     "TrainingSettings",
     "family_of",
+    "family_settings",
     "load_reference",
     "load_run",
     "model_size",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deconflict.config import load_yaml
 from deconflict.errors import ConfigError
 from deconflict.io import write_json
 
@@ -42,32 +43,49 @@ _ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLE
 
 @dataclass(frozen=True)
 class TrainStage:
-    """One ``train@<run>`` stage of the plan: its DVC address, command, folder and whether it is stale."""
+    """One ``train@<run>`` (or Recon's ``scan@<scan>``) stage of the plan: its DVC address, command,
+    folder, whether it is stale, and the scan it needs first (``scan:<name>``; None for most runs).
+    A scan's ``run`` is ``scan:<name>``."""
 
     run: str
     address: str
     cmd: str
     wdir: str
     stale: bool
+    needs: str | None = None
 
 
 def train_stages(repo: Path) -> list[TrainStage]:
-    """Every training stage of ``pipelines/dvc.yaml`` with DVC's verdict on whether it is up to date."""
+    """Every training and scan stage of ``pipelines/dvc.yaml`` with DVC's verdict on whether it is up
+    to date (scans first: Recon's runs read them)."""
     from dvc.repo import Repo
 
+    plan_file = repo / "pipelines" / "runs.yaml"
+    plan = (load_yaml(plan_file).get("runs") or {}) if plan_file.is_file() else {}
     with contextlib.chdir(repo), Repo(str(repo)) as dvc_repo:  # DVC resolves stage paths against the cwd
-        stages = [s for s in dvc_repo.index.stages if s.addressing.startswith(f"{PLAN_FILE}:train@")]
-        status = dvc_repo.status(targets=[PLAN_FILE])
-        return [
-            TrainStage(
-                run=s.addressing.split("@", 1)[1],
-                address=s.addressing,
-                cmd=str(s.cmd),
-                wdir=str(s.wdir),
-                stale=s.addressing in status,
-            )
-            for s in stages
+        stages = [
+            s
+            for prefix in ("scan", "train")
+            for s in dvc_repo.index.stages
+            if s.addressing.startswith(f"{PLAN_FILE}:{prefix}@")
         ]
+        status = dvc_repo.status(targets=[PLAN_FILE])
+        out = []
+        for s in stages:
+            name = s.addressing.split("@", 1)[1]
+            is_scan = s.addressing.startswith(f"{PLAN_FILE}:scan@")
+            scan = None if is_scan else (plan.get(name) or {}).get("scan")
+            out.append(
+                TrainStage(
+                    run=f"scan:{name}" if is_scan else name,
+                    address=s.addressing,
+                    cmd=str(s.cmd),
+                    wdir=str(s.wdir),
+                    stale=s.addressing in status,
+                    needs=f"scan:{scan}" if scan and scan != "none" else None,
+                )
+            )
+        return out
 
 
 @dataclass
@@ -157,13 +175,15 @@ def launch(
     """Submit every stale training run (of ``runs``, if given) that no job is working on.
 
     Returns what happened to each run: ``submitted``, ``in_flight`` (a job of an earlier launch is
-    still on it), ``up_to_date``. ``gpus`` (local): one worker per GPU id; ``workers``: how many CPU
+    still on it), ``up_to_date``, ``waiting_for_scan`` (a Recon run whose pre-run scan is stale: it is
+    submitted with it, and the run by the next launch after ``collect``). Scans count as runs
+    ``scan:<name>``. ``gpus`` (local): one worker per GPU id; ``workers``: how many CPU
     workers without GPUs. ``slurm``: submitit's options (``slurm_partition``, ``timeout_min``,
     ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_additional_parameters``, …).
     """
     repo = Path(repo).resolve()
     subprocess.run(["dvc", "repro", f"{PLAN_FILE}:synthetic"], cwd=repo, check=True, capture_output=True)
-    stages = train_stages(repo)
+    stages = train_stages_all = train_stages(repo)
     if runs is not None:
         unknown = sorted(set(runs) - {s.run for s in stages})
         if unknown:
@@ -173,13 +193,16 @@ def launch(
             )
         stages = [s for s in stages if s.run in set(runs)]
     ledger = read_ledger(repo)
-    report: dict[str, list[str]] = {"submitted": [], "in_flight": [], "up_to_date": []}
+    report: dict[str, list[str]] = {"submitted": [], "in_flight": [], "up_to_date": [], "waiting_for_scan": []}
+    stale_scans = {stage.run for stage in train_stages_all if stage.stale}
     todo = []
     for stage in stages:
         if not stage.stale:
             report["up_to_date"].append(stage.run)
         elif stage.run in ledger and job_status(ledger[stage.run]) == "active":
             report["in_flight"].append(stage.run)
+        elif stage.needs in stale_scans:  # Recon's runs start once their scan is collected
+            report["waiting_for_scan"].append(stage.run)
         else:
             todo.append(stage)
     if not todo:

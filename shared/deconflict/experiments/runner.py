@@ -27,12 +27,17 @@ from deconflict.experiments.evaluation import Evaluator
 from deconflict.experiments.runs import prune_runs, run_key
 from deconflict.experiments.settings import TrainingSettings
 from deconflict.experiments.spec import RunSpec
+from deconflict.experiments.surgery import prepare_model
 from deconflict.io import read_json, write_csv, write_json
+from deconflict.methods import recon
+from deconflict.models import MultiTaskModel
 from deconflict.tasks import TaskLoss
-from deconflict.train import Callback, TrainConfig, Trainer, seed_everything
+from deconflict.train import Callback, GradientMonitor, TrainConfig, Trainer, seed_everything
 
 __all__ = [
+    "CONFLICT_FILES",
     "RUN_FILES",
+    "conflict_monitor",
     "curves",
     "fp32_mib",
     "load_run",
@@ -44,6 +49,8 @@ __all__ = [
 
 #: what a finished run folder holds
 RUN_FILES = ("summary.json", "metrics.csv", "curves.csv")
+#: the task-gradient tables of a run (GradientMonitor's pairs and summary of every seed)
+CONFLICT_FILES = ("conflict_pairs.csv", "conflict_summary.csv")
 
 
 def fp32_mib(parameters: int) -> float:
@@ -51,11 +58,16 @@ def fp32_mib(parameters: int) -> float:
     return parameters * 4 / 2**20
 
 
-def model_size(spec: RunSpec, settings: TrainingSettings) -> dict[str, float]:
+def model_size(
+    spec: RunSpec, settings: TrainingSettings, recon_layers: Sequence[str] | None = None
+) -> dict[str, float]:
     """Parameter counts of the run's model under ``settings`` and their fp32 size in MiB (built on
-    the meta device: no memory, no initialisation)."""
+    the meta device: no memory, no initialisation); with ``recon_layers``, of the model those layers
+    are branched in (Recon's "#P")."""
     with torch.device("meta"):
         model = spec.build_model(**settings.model_options)
+        if recon_layers:
+            model = recon.branch(model, recon_layers)
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": total, "shared": sum(p.numel() for p in model.shared_parameters()), "mib": fp32_mib(total)}
 
@@ -87,20 +99,31 @@ def train_seed(
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
     report: Callable[[str], None] | None = None,
+    scans: Path | None = None,
 ) -> pd.DataFrame:
     """Train ``spec`` with ``seed`` under ``settings``; return its tidy per-epoch metrics.
 
     ``progress``: a progress bar per epoch; ``report``: receives one line after every epoch (test
     metrics, time elapsed, ETA of the run). With a ``work_dir`` the run checkpoints every
     ``checkpoint_every`` epochs and resumes from there when started again (the metrics of finished
-    epochs come back with the checkpoint).
+    epochs come back with the checkpoint). ``scans``: the folder of Recon's scans (a Recon run reads
+    its layers there).
+
+    The frame's ``attrs`` carry what else the seed produced: ``"surgery"`` (Recon's layers, sparse
+    training's mask share: :func:`~deconflict.experiments.surgery.prepare_model`) and, when
+    ``settings.conflict_every`` is set, ``"conflict_pairs"`` / ``"conflict_summary"`` (the task-gradient
+    tables of :class:`~deconflict.train.GradientMonitor`).
     """
     dataset_cls = data.DATASETS[spec.dataset]
     root = data_base / spec.dataset
     train_set = dataset_cls(root, "train", augment=settings.augment, seed=seed)
     test_set = dataset_cls(root, dataset_cls.test_split)
     seed_everything(seed)
-    model = spec.build_model(**settings.model_options).to(device)
+    model, hooks, surgery = prepare_model(
+        spec, spec.build_model(**settings.model_options), scans, k_scale=settings.sparse_k_scale
+    )
+    model = model.to(device)
+    monitor = conflict_monitor(settings, model)
     batch = settings.batch(spec.dataset)
     optimizer = settings.build_optimizer(model.parameters(), spec.learning_rate)
     scheduler = settings.build_scheduler(optimizer)
@@ -132,16 +155,32 @@ def train_seed(
             log_every=settings.log_every,
         ),
         run_dir=work_dir,
-        callbacks=[evaluator, *callbacks],
+        callbacks=[evaluator, *([monitor] if monitor else []), *callbacks],
+        hooks=hooks,
         fingerprint={"run": spec.to_dict(), "settings": asdict(settings), "seed": seed},
     )
     started = time.perf_counter()
     trainer.fit(epoch_batches)
     frame = pd.DataFrame(evaluator.rows)
     frame.insert(0, "seed", seed)
+    frame.attrs["surgery"] = surgery
+    if monitor is not None:
+        frame.attrs["conflict_pairs"] = monitor.pairs().assign(seed=seed)
+        frame.attrs["conflict_summary"] = monitor.summary().assign(seed=seed)
     if work_dir is not None:
         write_json(work_dir / "timing.json", {"seconds": time.perf_counter() - started, "device": str(device)})
     return frame
+
+
+def conflict_monitor(settings: TrainingSettings, model: MultiTaskModel) -> GradientMonitor | None:
+    """The task-gradient monitor of a run (None when ``conflict_every`` is off or the model has one
+    task): per-pair cosines per shared layer and over the whole shared part every N steps, at the
+    levels of ``conflict_levels`` the model has (a model without one shared representation, e.g.
+    Recon's branched models, has no feature level)."""
+    if not settings.conflict_every or model.num_tasks < 2:
+        return None
+    levels = [level for level in settings.conflict_levels if level == "parameter" or model.shared_representation]
+    return GradientMonitor(every=settings.conflict_every, levels=levels, per_layer=True) if levels else None
 
 
 def summarise_run(metrics: pd.DataFrame, last_k: int, split: str = "test") -> pd.DataFrame:
@@ -185,8 +224,12 @@ def train_run(
     device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    scans: Path | None = None,
 ) -> dict[str, Any]:
     """Train every seed of ``spec`` into the run folder ``out`` (checkpoints under ``work``); return its summary.
+
+    Besides :data:`RUN_FILES` the folder gets :data:`CONFLICT_FILES`, the task-gradient tables of every
+    seed (empty when the settings record none).
 
     Each seed's work folder is keyed by what defines it and the library's code version: a killed
     run resumes its seeds, a changed one starts afresh, and stale folders are removed.
@@ -209,9 +252,14 @@ def train_run(
                 device=device,
                 progress=progress,
                 report=lambda line, seed=seed: log(f"{spec.name} seed {seed}: {line}"),
+                scans=scans,
             )
         )
-    metrics = pd.concat(frames, ignore_index=True)
+    surgery = [frame.attrs.get("surgery") or {} for frame in frames]
+    for name, key in zip(CONFLICT_FILES, ("conflict_pairs", "conflict_summary")):
+        tables = [frame.attrs[key] for frame in frames if key in frame.attrs]
+        write_csv(out / name, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+    metrics = pd.concat([pd.DataFrame(frame) for frame in frames], ignore_index=True)
     summary = summarise_run(metrics, settings.last_k)
     write_csv(out / "metrics.csv", metrics)
     write_csv(out / "curves.csv", curves(metrics))
@@ -224,9 +272,11 @@ def train_run(
         "epochs": settings.epochs,
         "last_k": settings.last_k,
         "model_options": dict(settings.model_options),
-        "size": model_size(spec, settings),
+        "size": model_size(spec, settings, surgery[0].get("recon", {}).get("layers")),
         "last_k_mean": summary.to_dict(orient="records"),
     }
+    if any(surgery):
+        record["surgery"] = {str(seed): part for seed, part in zip(seeds, surgery)}
     write_json(out / "summary.json", record)
     test = summary[summary["reduction"] == "global"].set_index(["task", "metric"])["mean"]
     log(

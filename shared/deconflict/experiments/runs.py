@@ -15,7 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["code_version", "prune_runs", "run_key"]
+from deconflict.config import load_yaml
+from deconflict.errors import ConfigError
+
+__all__ = ["code_version", "plan_entry", "prune_runs", "run_key"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,3 +47,17 @@ def prune_runs(runs_dir: Path, keep: set[str]) -> list[str]:
                 shutil.rmtree(child)
                 removed.append(child.name)
     return removed
+
+
+def plan_entry(plan_file: Path, section: str, name: str) -> dict[str, Any]:
+    """Entry ``name`` of the run plan's ``section`` (``runs`` or ``scans`` of ``pipelines/runs.yaml``),
+    without its ``family`` (which the plan adds for DVC), or an error that says how to regenerate it."""
+    entries = load_yaml(plan_file).get(section) or {}
+    if name not in entries:
+        raise ConfigError(
+            f"no {section[:-1]} {name!r} in {plan_file}; run `python pipelines/plan_runs.py --write` after "
+            f"adding it to a paper's tables (known: {len(entries)})."
+        )
+    entry = dict(entries[name])
+    entry.pop("family", None)
+    return entry

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from deconflict.config import reject_unknown
+from deconflict.config import load_yaml, reject_unknown, resolve_profile
 from deconflict.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingSettings"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingSettings", "family_settings"]
 
 #: optimizers a family may train with, by the name its settings use
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -39,6 +39,11 @@ class TrainingSettings:
         augment: the training augmentation of the datasets that have one.
         workers, checkpoint_every, jacobian_mode, log_every: engineering.
         max_train_items, max_test_items: use only the first items of a split (None: all).
+        conflict_every: record the task gradients' cosines per shared layer every N steps
+            (:class:`~deconflict.train.GradientMonitor`; None: not recorded), at ``conflict_levels``.
+        sparse_k_scale: sparse training's K (connections per neuron) is given at the papers' model size;
+            narrower models (the smoke profile's ``width``) scale it by this factor, so that the same
+            share of each neuron's inputs is kept.
     """
 
     data_dir: str | None = None
@@ -56,6 +61,9 @@ class TrainingSettings:
     log_every: int = 10
     max_train_items: int | None = None
     max_test_items: int | None = None
+    conflict_every: int | None = None
+    conflict_levels: tuple[str, ...] = ("parameter", "feature")
+    sparse_k_scale: float = 1.0
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], where: str = "training settings") -> TrainingSettings:
@@ -65,6 +73,18 @@ class TrainingSettings:
             value = getattr(settings, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{where}: {name} must be an integer ≥ 1, got {value!r}.")
+        if settings.conflict_every is not None and (
+            not isinstance(settings.conflict_every, int) or settings.conflict_every < 1
+        ):
+            raise ConfigError(
+                f"{where}: conflict_every must be an integer ≥ 1 or null, got {settings.conflict_every!r}."
+            )
+        object.__setattr__(settings, "conflict_levels", tuple(settings.conflict_levels))
+        if not settings.conflict_levels or set(settings.conflict_levels) - {"parameter", "feature"}:
+            raise ConfigError(
+                f"{where}: conflict_levels must be among 'parameter' and 'feature', "
+                f"got {list(settings.conflict_levels)!r}."
+            )
         if settings.last_k > settings.epochs:
             raise ConfigError(f"{where}: last_k ({settings.last_k}) cannot exceed epochs ({settings.epochs}).")
         if settings.optimizer.get("name") not in OPTIMIZERS:
@@ -108,3 +128,14 @@ class TrainingSettings:
                 optimizer, milestones=milestones, gamma=float(options.get("gamma", 0.1))
             )
         return None
+
+
+def family_settings(params_file: Path, family: str, profile: str) -> TrainingSettings:
+    """The ``training.<family>`` settings of ``pipelines/params.yaml`` under ``profile``."""
+    training = load_yaml(params_file).get("training") or {}
+    if family not in training:
+        raise ConfigError(
+            f"{params_file} has no `training.{family}` section "
+            f"(the profile's sizes and schedule of the {family} family)."
+        )
+    return TrainingSettings.from_params(resolve_profile(training[family], profile), f"training.{family}")

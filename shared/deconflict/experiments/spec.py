@@ -18,6 +18,7 @@ from deconflict import data, models, optim
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.experiments.families import Family, family_of
+from deconflict.experiments.surgery import ReconOptions, SparseOptions, freeze, thaw
 from deconflict.tasks import Task
 from deconflict.train import TrainConfig, check_weights_task_gradients
 
@@ -31,6 +32,18 @@ def _format_number(value: Any) -> str:
     """A number as it can appear in a run name and a DVC params path (no dot: 0.4 → 0p4)."""
     text = format(value, "g") if isinstance(value, float) else str(value)
     return text.replace(".", "p")
+
+
+def _flat_items(options: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping's leaves as (key_path, value), sorted: {scan: {dataset: x}} → [("scan_dataset", x)]."""
+    items = []
+    for key in sorted(options):
+        value = options[key]
+        if isinstance(value, Mapping):
+            items += _flat_items(value, f"{prefix}{key}_")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
 
 
 def dataset_tasks(dataset: str) -> tuple[Task, ...]:
@@ -65,6 +78,10 @@ class RunSpec:
             (the Nash-MTL / FAMO code) — see :class:`~deconflict.train.TrainConfig`.
         head_gradients: ``own`` or ``weighted`` (heads scaled by the aggregator's weights, as the
             Nash-MTL / FAMO code's Σ α_t L_t does).
+        recon: Recon's options (:class:`~deconflict.experiments.surgery.ReconOptions`; ``{}``: the
+            paper's), or None. Set: the run trains with the layers its scan chose turned task-specific.
+        sparse: sparse training's options (:class:`~deconflict.experiments.surgery.SparseOptions`, e.g.
+            ``{k: 2000}``), or None. Set: the run trains with a fixed PSN mask on the shared weights.
     """
 
     dataset: str
@@ -77,6 +94,8 @@ class RunSpec:
     model_options: tuple[tuple[str, Any], ...] = ()
     shared: str = "model"
     head_gradients: str = "own"
+    recon: tuple[tuple[str, Any], ...] | None = None
+    sparse: tuple[tuple[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         family = self.family
@@ -104,6 +123,15 @@ class RunSpec:
         TrainConfig(level=self.level, shared=self.shared, head_gradients=self.head_gradients)  # valid values
         if self.head_gradients == "weighted":
             check_weights_task_gradients(method)
+        if self.recon is not None:
+            ReconOptions.parse(thaw(self.recon))
+            if single or self.level != "parameter":
+                raise ConfigError(
+                    "Recon branches shared layers of a multi-task model and trains at parameter level: "
+                    f"{self.name!r} is {'a single-task run' if single else 'a feature-level run'}."
+                )
+        if self.sparse is not None:
+            SparseOptions.parse(thaw(self.sparse))
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -112,6 +140,9 @@ class RunSpec:
         reject_unknown(spec, [f.name for f in fields(cls)], "run setting")
         for key in ("hparams", "model_options"):
             spec[key] = tuple(sorted(dict(spec.get(key) or {}).items()))
+        for key in ("recon", "sparse"):  # present (even empty: the method's defaults) or absent
+            if key in spec:
+                spec[key] = freeze(dict(spec[key] or {}))
         if spec.get("lr") is not None:
             spec["lr"] = float(spec["lr"])
         return cls(**spec)
@@ -122,11 +153,15 @@ class RunSpec:
         out["hparams"] = dict(self.hparams)
         out["model_options"] = dict(self.model_options)
         defaults = {f.name: f.default for f in fields(self)}
-        return {
+        kept = {
             key: value
             for key, value in out.items()
             if key in ("dataset", "model") or value not in (defaults[key], {}, ())
         }
+        for key in ("recon", "sparse"):
+            if getattr(self, key) is not None:
+                kept[key] = thaw(getattr(self, key)) or {}
+        return kept
 
     # -- what follows from it -----------------------------------------------------------------
     @property
@@ -161,6 +196,11 @@ class RunSpec:
             parts.append(f"heads{self.head_gradients}")
         if self.lr is not None:
             parts.append(f"lr{_format_number(self.lr)}")
+        for key, label in (("recon", "recon"), ("sparse", "st")):
+            options = getattr(self, key)
+            if options is not None:
+                parts.append(label)
+                parts += [f"{name}_{_format_number(value)}" for name, value in _flat_items(thaw(options))]
         return "-".join(parts)
 
     def build_model(self, **options: Any) -> models.MultiTaskModel:

@@ -49,10 +49,13 @@ from deconflict.experiments.families import family_of
 from deconflict.experiments.reference import load_reference
 from deconflict.experiments.runner import fp32_mib, load_run, summarise_run
 from deconflict.experiments.spec import RunSpec, dataset_tasks
+from deconflict.io import read_json
+from deconflict.methods import recon
 from deconflict.metrics import delta_m
 
 __all__ = [
     "DELTA_CONVENTIONS",
+    "ROW_KINDS",
     "ColumnSpec",
     "RowSpec",
     "RunTable",
@@ -237,13 +240,27 @@ def load_run_table(
     )
 
 
+#: kinds of table whose rows are training runs, with the keys of their own beyond a run table's:
+#: the run plan collects the runs of every table of these kinds (a plugin's kind adds itself here)
+ROW_KINDS: dict[str, tuple[str, ...]] = {
+    RUN_TABLE: (),
+    "conflict_distribution": ("bins",),  # Recon's cosine distributions (deconflict.reporting.conflict_tables)
+    "conflict_incidence": (),  # sparse training's incidence of conflict
+}
+
+
 def load_run_tables(params_path: str | Path) -> list[RunTable]:
-    """Every ``run_table`` of one paper's params file."""
+    """Every table of one paper's params file whose rows are runs (:data:`ROW_KINDS`), as a run table."""
     evaluation = dict(load_yaml(params_path).get("evaluation") or {})
     return [
-        load_run_table(params_path, table_id, section, evaluation)
+        load_run_table(
+            params_path,
+            table_id,
+            {key: value for key, value in section.items() if key not in ROW_KINDS[section["kind"]]},
+            evaluation,
+        )
         for table_id, section in paper_tables(params_path).items()
-        if section["kind"] == RUN_TABLE
+        if section["kind"] in ROW_KINDS
     ]
 
 
@@ -258,17 +275,31 @@ def plan_runs(params_paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
-def parameter_count(run: RunSpec) -> int:
-    """Parameters of the run's model at the papers' size (built on the meta device: no memory)."""
+def parameter_count(run: RunSpec, recon_layers: tuple[str, ...] = ()) -> int:
+    """Parameters of the run's model at the papers' size (built on the meta device: no memory); with
+    ``recon_layers``, of the model Recon branched them in."""
     with torch.device("meta"):
         model = run.build_model()
+        if recon_layers:
+            model = recon.branch(model, recon_layers)
     return sum(p.numel() for p in model.parameters())
 
 
-def _size(table: RunTable, row: RowSpec) -> float | None:
+def branched_layers(run: RunSpec, runs_dir: Path) -> tuple[str, ...]:
+    """The layers a Recon run branched (from its summary; empty for other runs or before it ran)."""
+    if run.recon is None or not (runs_dir / run.name / "summary.json").is_file():
+        return ()
+    surgery = read_json(runs_dir / run.name / "summary.json").get("surgery") or {}
+    first = next(iter(surgery.values()), {})
+    return tuple(first.get("recon", {}).get("layers", ()))
+
+
+def _size(table: RunTable, row: RowSpec, runs_dir: Path) -> float | None:
     if table.size == "none" or not row.runs:
         return None
-    count = sum(parameter_count(run) for run in row.runs)
+    if any(run.recon is not None and not branched_layers(run, runs_dir) for run in row.runs):
+        return None  # a Recon run's size depends on the layers it branched: known once it ran
+    count = sum(parameter_count(run, branched_layers(run, runs_dir)) for run in row.runs)
     if table.size == "mib":
         return fp32_mib(count)
     return count / parameter_count(table.size_reference)
@@ -369,7 +400,7 @@ def reproduce_table(
                 ours[delta_label] = _delta(table, columns, means, baseline_values)
             ours.update({f"{c} std": s for c, s in stds.items()})
         if size_label:
-            ours[size_label] = _size(table, row)
+            ours[size_label] = _size(table, row, runs_dir)
         records.append(ours)
     frame = pd.DataFrame.from_records(records)
     ordered = ["row", "source", "status", *columns, *(c for c in (delta_label, size_label) if c), "seeds"]

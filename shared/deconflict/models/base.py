@@ -43,6 +43,9 @@ class MultiTaskModel(nn.Module):
     #: whether :meth:`decode_tasks` accepts per-task views of the representation (RotoGrad's
     #: rotations); models whose representation has no channel dimension to rotate set it False
     supports_task_views: bool = True
+    #: whether :meth:`encode` returns one representation every task reads (feature-level methods and
+    #: monitors need it); Recon's branched models give each task its own stream and set it False
+    shared_representation: bool = True
 
     def set_tasks(self, tasks: Iterable[Task] | Mapping[str, Task | int]) -> tuple[Task, ...]:
         """Store the model's tasks (Task objects, or name → output channels) and their names."""
@@ -71,6 +74,25 @@ class MultiTaskModel(nn.Module):
         its own view of the representation, e.g. RotoGrad). This default runs :meth:`decode` once
         per task; models override it to run only task t's head."""
         return {name: self.decode(view)[name] for name, view in zip(self.task_names, representations)}
+
+    def decode_task(self, representation: Tensor, name: str) -> Tensor:
+        """Task ``name``'s output alone from the representation (what per-task streams need, e.g.
+        Recon's branched models). This default runs :meth:`decode`; models override it to run only
+        that task's part."""
+        return self.decode(representation)[name]
+
+    def example_inputs(self) -> Any:
+        """A small batch the model accepts (None when the model cannot say): used to find the order in
+        which a forward pass calls its layers (:func:`deconflict.methods.recon.conflict_layers`)."""
+        return None
+
+    def initialise(self, module: nn.Module) -> None:
+        """Initialise ``module`` (a part of this model) as the model's constructor does. This default
+        calls each submodule's ``reset_parameters`` (PyTorch's default initialisation)."""
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
     def shared_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError

@@ -78,6 +78,13 @@ class CrossStitchSegNet(MultiTaskModel):
             self.last_unit = nn.ParameterList([nn.Parameter(torch.ones(n))])
         self._indices: list[Tensor] | None = None
 
+    def example_inputs(self) -> Tensor:
+        """Two 32×32 RGB images (the smallest size five poolings allow)."""
+        return torch.zeros(2, 3, 32, 32, device=self.units[0].device, dtype=self.units[0].dtype)
+
+    def initialise(self, module: nn.Module) -> None:
+        init_segnet(module, conv_init="xavier_uniform")
+
     def _unit_init(self, n: int) -> Tensor:
         if self.stitch == "mtan_code":
             return torch.ones(n)

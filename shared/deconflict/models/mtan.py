@@ -149,6 +149,9 @@ class SegNetMTAN(_HeadsMixin, MultiTaskModel):
         features = self._unpack(representation)
         return {task: self._head(task, self._branch(task, features)) for task in self.task_names}
 
+    def decode_task(self, representation: Tensor, name: str) -> Tensor:
+        return self._head(name, self._branch(name, self._unpack(representation)))
+
     def forward(self, inputs: Tensor) -> dict[str, Tensor]:  # no packing needed outside training
         features = self.backbone.features(inputs)
         return {task: self._head(task, self._branch(task, features)) for task in self.task_names}

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -176,6 +177,14 @@ class _HeadsMixin:
     def _head(self, task: str, feature: Tensor) -> Tensor:
         return self.task(task).output(self.heads[task](feature))
 
+    def example_inputs(self) -> Tensor:
+        """Two 32×32 RGB images (the smallest size five poolings allow)."""
+        first = next(self.parameters())
+        return torch.zeros(2, 3, 32, 32, device=first.device, dtype=first.dtype)
+
+    def initialise(self, module: nn.Module) -> None:
+        init_segnet(module)
+
     def head_parameters(self) -> list[list[nn.Parameter]]:
         return [list(self.heads[task].parameters()) for task in self.task_names]
 
@@ -204,6 +213,9 @@ class SegNetSplit(_HeadsMixin, MultiTaskModel):
 
     def decode_tasks(self, representations: Sequence[Tensor]) -> dict[str, Tensor]:
         return {task: self._head(task, view) for task, view in zip(self.task_names, representations)}
+
+    def decode_task(self, representation: Tensor, name: str) -> Tensor:
+        return self._head(name, representation)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

@@ -106,7 +106,11 @@ class Report:
 
 
 #: the modules of the built-in kinds of table and figure (each registers itself in REPORTS when imported)
-BUILTIN_KINDS = ("deconflict.reporting.run_tables", "deconflict.reporting.toy_figure")
+BUILTIN_KINDS = (
+    "deconflict.reporting.run_tables",
+    "deconflict.reporting.toy_figure",
+    "deconflict.reporting.conflict_tables",
+)
 
 
 def load_builtin_kinds() -> None:

@@ -131,6 +131,11 @@ class Trainer:
         level = self.config.level
         # methods that give each task its own view of the representation (RotoGrad)
         self._viewers = [b for b in self.methods.all if type(b).task_views is not optim.Method.task_views]
+        if level == "feature" and not self.model.shared_representation:
+            raise ConfigError(
+                f"{type(self.model).__name__} has no single shared representation (each task reads its own "
+                "stream): train it at level='parameter'."
+            )
         for built in self.methods.all:
             if level not in built.levels:
                 raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,14 +11,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from deconflict.analysis.gradients import (
-    cosine_matrix,
-    feature_disentanglement_entropy,
-    filter_index,
-    filter_inner_products,
-    magnitude_similarity_matrix,
-    pair_indices,
-)
+from deconflict.analysis.gradients import feature_disentanglement_entropy, filter_index, pair_indices
 from deconflict.analysis.histories import WHOLE_SHARED
 from deconflict.errors import ConfigError
 from deconflict.grad import JacobianEngine
@@ -45,6 +39,26 @@ def layer_slices(layout: Sequence[tuple[str, int]]) -> list[tuple[str, slice]]:
         slices.append((name, slice(start, stop)))
         start = stop
     return slices
+
+
+@dataclass
+class _Blocks:
+    """The blocks of columns a monitor reports: their names, each column's block, each column's filter.
+    Block 0 is the whole shared part (every column belongs to it as well)."""
+
+    layers: list[str]
+    columns: Tensor
+    filters: Tensor | None
+
+
+def _block_sums(values: Tensor, block_of: Tensor, n_blocks: int) -> Tensor:
+    """Row sums of ``values`` (R × D) per block of columns (R × B); block 0, when there are others, is
+    the whole row (the whole shared part), the others their own columns."""
+    out = torch.zeros(values.shape[0], n_blocks, dtype=values.dtype, device=values.device)
+    out.index_add_(1, block_of, values)
+    if n_blocks > 1:
+        out[:, 0] = values.sum(1)
+    return out
 
 
 class GradientMonitor(Callback):
@@ -96,6 +110,7 @@ class GradientMonitor(Callback):
         self.per_layer = bool(per_layer)
         self.conflict_value = conflict_value
         self.engine = JacobianEngine("auto")
+        self._blocks: _Blocks | None = None
         self._pairs: list[dict[str, Any]] = []
         self._summary: list[dict[str, Any]] = []
 
@@ -108,84 +123,103 @@ class GradientMonitor(Callback):
         if "parameter" in self.levels:
             params = trainer.parameter_split()[0]  # what the aggregator sees as shared
             jac = self.engine(list(losses), params, retain_graph=True)
-            named = {id(p): n for n, p in trainer.model.named_parameters()}
-            filters = None
-            if self.conflict_value == "filter":
-                filters = filter_index([(named.get(id(p), "?"), tuple(p.shape)) for p in params])
-            blocks = [(WHOLE, slice(0, jac.shape[1]))]
-            if self.per_layer:
-                blocks += layer_slices([(named.get(id(p), "?"), p.numel()) for p in params])
-            for layer, columns in blocks:
-                block_filters = None if filters is None else filters[columns]
-                self._record(
-                    step,
-                    trainer.epoch,
-                    "parameter",
-                    layer,
-                    jac[:, columns],
-                    names,
-                    entropy=False,
-                    filters=block_filters,
-                )
+            if self._blocks is None:
+                self._blocks = self._parameter_blocks(trainer, params)
+            self._record(step, trainer.epoch, "parameter", jac, names, entropy=False, blocks=self._blocks)
         if "feature" in self.levels:
             jac = self.engine(list(losses), representation, retain_graph=True)
-            self._record(step, trainer.epoch, "feature", "representation", jac, names, entropy=True)
+            self._record(step, trainer.epoch, "feature", jac, names, entropy=True)
+
+    def _parameter_blocks(self, trainer: Trainer, params: list[Tensor]) -> _Blocks:
+        """Which layer (0 = the whole shared part, then each layer) and which filter every column is."""
+        named = {id(p): n for n, p in trainer.model.named_parameters()}
+        layout = [(named.get(id(p), "?"), p.numel()) for p in params]
+        layers = [WHOLE]
+        columns = torch.zeros(sum(size for _, size in layout), dtype=torch.long)
+        if self.per_layer:
+            for name, columns_of in layer_slices(layout):
+                columns[columns_of] = len(layers)
+                layers.append(name)
+        filters = None
+        if self.conflict_value == "filter":
+            filters = filter_index([(named.get(id(p), "?"), tuple(p.shape)) for p in params])
+        return _Blocks(layers, columns, filters)
 
     def _record(
         self,
         step: int,
         epoch: int,
         level: str,
-        layer: str,
         jac: Tensor,
         names: list[str],
         entropy: bool,
-        filters: Tensor | None = None,
+        blocks: _Blocks | None = None,
     ) -> None:
+        """Statistics of every task pair over every block of columns at once (one pass over ``jac``)."""
         jac = jac.detach().to(torch.float64)
+        if blocks is None:  # the representation: one block, every entry its own filter
+            blocks = _Blocks(["representation"], torch.zeros(jac.shape[1], dtype=torch.long), None)
+        n_blocks = len(blocks.layers)
         pairs = pair_indices(jac.shape[0])
-        row = {"step": step, "epoch": epoch, "level": level, "layer": layer}
+        block_of = blocks.columns.to(jac.device)
+        # ‖g_t‖² per block (block 0 also gets every column when there are layers: the whole shared part)
+        squared = _block_sums(jac * jac, block_of, n_blocks)
+        summary_rows = [{"step": step, "epoch": epoch, "level": level, "layer": layer} for layer in blocks.layers]
         if pairs:
             i, j = (torch.tensor(index) for index in zip(*pairs))
-            cosine = cosine_matrix(jac)[i, j]
-            magnitude = magnitude_similarity_matrix(jac)[i, j]
-            squared = (jac * jac).sum(1)
+            products = jac[i] * jac[j]  # P × D
+            inner = _block_sums(products, block_of, n_blocks)  # P × B
+            if blocks.filters is None:  # every entry its own filter
+                negative = (-products).clamp(min=0)
+            else:
+                filters = blocks.filters.to(jac.device)
+                per_filter = torch.zeros(len(pairs), int(filters.max()) + 1, dtype=jac.dtype, device=jac.device)
+                per_filter.index_add_(1, filters, products)
+                negative = (-per_filter).clamp(min=0)
+                # a filter lies in one layer: the layer of its first column
+                first = torch.full((per_filter.shape[1],), jac.shape[1], dtype=torch.long, device=jac.device)
+                first.scatter_reduce_(0, filters, torch.arange(jac.shape[1], device=jac.device), reduce="amin")
+                block_of_negative = block_of[first]
+                negative_blocks = _block_sums(negative, block_of_negative, n_blocks)
+            if blocks.filters is None:
+                negative_blocks = _block_sums(negative, block_of, n_blocks)
             norms = squared.sqrt()
-            inner = (jac[i] * jac[j]).sum(1)
-            # Σ_f max(0, −g_i,fᵀ g_j,f) over filters f (or entries), DR-MGF Eq. (2)
-            overlap = torch.stack(
-                [(-filter_inner_products(jac[a], jac[b], filters)).clamp(min=0).sum() for a, b in pairs]
-            )
-            tiny = torch.finfo(torch.float64).tiny
+            eps, tiny = 1e-12, torch.finfo(torch.float64).tiny
+            n_i, n_j = norms[i], norms[j]
+            cosine = (inner / (n_i.clamp_min(eps) * n_j.clamp_min(eps))).clamp(-1.0, 1.0)
+            cosine = torch.where((n_i <= eps) | (n_j <= eps), torch.zeros_like(cosine), cosine)
+            magnitude = 2 * n_i * n_j / (squared[i] + squared[j]).clamp_min(1e-24)
             columns = {
                 "cosine": cosine,
                 "magnitude_similarity": magnitude,
-                "norm_i": norms[i],
-                "norm_j": norms[j],
-                "conflict_value_ij": overlap / squared[i].clamp_min(tiny),
-                "conflict_value_ji": overlap / squared[j].clamp_min(tiny),
+                "norm_i": n_i,
+                "norm_j": n_j,
+                "conflict_value_ij": negative_blocks / squared[i].clamp_min(tiny),
+                "conflict_value_ji": negative_blocks / squared[j].clamp_min(tiny),
                 "convergence_gain_ij": inner / squared[i].clamp_min(tiny),
                 "convergence_gain_ji": inner / squared[j].clamp_min(tiny),
             }
-            values = {key: value.tolist() for key, value in columns.items()}
-            for k, (a, b) in enumerate(pairs):
-                self._pairs.append(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "level": level,
-                        "layer": layer,
-                        "task_i": names[a],
-                        "task_j": names[b],
-                        **{key: value[k] for key, value in values.items()},
-                    }
-                )
-            row["gds"] = float(cosine.mean())
-            row["gms"] = float(magnitude.mean())
-            row["conflict_fraction"] = float((cosine < 0).double().mean())
+            values = {key: value.T.tolist() for key, value in columns.items()}  # B × P
+            for b, layer in enumerate(blocks.layers):
+                for k, (a, c) in enumerate(pairs):
+                    self._pairs.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "level": level,
+                            "layer": layer,
+                            "task_i": names[a],
+                            "task_j": names[c],
+                            **{key: value[b][k] for key, value in values.items()},
+                        }
+                    )
+            gds, gms = cosine.mean(0).tolist(), magnitude.mean(0).tolist()
+            fraction = (cosine < 0).double().mean(0).tolist()
+            for b, row in enumerate(summary_rows):
+                row.update(gds=gds[b], gms=gms[b], conflict_fraction=fraction[b])
         if entropy:
-            row["entropy"] = feature_disentanglement_entropy(jac)
-        self._summary.append(row)
+            summary_rows[0]["entropy"] = feature_disentanglement_entropy(jac)
+        self._summary.extend(summary_rows)
 
     # -- results -----------------------------------------------------------------------------------
     def pairs(self) -> pd.DataFrame:
