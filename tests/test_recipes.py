@@ -70,6 +70,7 @@ def test_a_users_method_model_dataset_family_and_table_run_through_the_pipeline(
     assert set(runs) == {"toyreg-toymlp-equal", "toyreg-toymlp-toymean"}
     assert runs["toyreg-toymlp-toymean"] == {
         "family": "toy",
+        "scan": "none",  # no Recon: the stage depends on the placeholder scan folder
         "dataset": "toyreg",
         "model": "toy_mlp",
         "method": "toy_mean",
