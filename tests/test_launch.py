@@ -227,3 +227,28 @@ def test_a_real_slurm_runs_the_plan_as_a_job_array(dvc_repo, slurm, monkeypatch)
     final = wait_for_jobs(dvc_repo, timeout=600)
     assert final["failed"] == [], final
     assert not any(stage.stale for stage in train_stages(dvc_repo))
+
+
+def test_a_recon_run_waits_for_its_scan_and_the_scan_is_submitted_first():
+    from deconflict.experiments.launch import TrainStage, triage
+
+    def stage(run, stale=True, needs=None):
+        return TrainStage(
+            run=run, address=f"pipelines/dvc.yaml:x@{run}", cmd="true", wdir=".", stale=stale, needs=needs
+        )
+
+    stages = [
+        stage("scan:nyuv2-split-equal"),
+        stage("nyuv2-split-pcgrad-recon", needs="scan:nyuv2-split-equal"),
+        stage("nyuv2-split-mgda-recon", stale=False, needs="scan:nyuv2-split-equal"),
+        stage("nyuv2-split-pcgrad"),
+        stage("nyuv2-split-equal"),
+    ]
+    stale = {s.run for s in stages if s.stale}
+    report, todo = triage(stages, stale, active={"nyuv2-split-equal"})
+    assert [s.run for s in todo] == ["scan:nyuv2-split-equal", "nyuv2-split-pcgrad"]
+    assert report["waiting_for_scan"] == ["nyuv2-split-pcgrad-recon"]
+    assert report["up_to_date"] == ["nyuv2-split-mgda-recon"] and report["in_flight"] == ["nyuv2-split-equal"]
+    # once the scan is collected (no longer stale), the Recon run is submitted
+    report, todo = triage(stages[1:], stale - {"scan:nyuv2-split-equal"}, active=set())
+    assert "nyuv2-split-pcgrad-recon" in [s.run for s in todo] and not report["waiting_for_scan"]

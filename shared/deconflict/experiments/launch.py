@@ -33,7 +33,17 @@ from deconflict.config import load_yaml
 from deconflict.errors import ConfigError
 from deconflict.io import write_json
 
-__all__ = ["LAUNCHES", "StageRunner", "TrainStage", "collect", "job_status", "launch", "read_ledger", "train_stages"]
+__all__ = [
+    "LAUNCHES",
+    "StageRunner",
+    "TrainStage",
+    "collect",
+    "job_status",
+    "launch",
+    "read_ledger",
+    "train_stages",
+    "triage",
+]
 
 #: submitit's job folders and the ledger, under the repository
 LAUNCHES = Path("pipelines") / "launches"
@@ -163,6 +173,26 @@ def _executor(repo: Path, executor: str, options: dict[str, Any]) -> Any:
     raise ConfigError(f"executor must be 'local' or 'slurm', got {executor!r}.")
 
 
+def triage(
+    stages: Sequence[TrainStage], stale: set[str], active: set[str]
+) -> tuple[dict[str, list[str]], list[TrainStage]]:
+    """What a launch does with each stage: ``up_to_date``, ``in_flight`` (a job is on it: in ``active``),
+    ``waiting_for_scan`` (a Recon run whose scan is still stale: it runs after the scan is collected),
+    or submit it now (the second value). ``stale``: every stale stage's run, scans included."""
+    report: dict[str, list[str]] = {"submitted": [], "in_flight": [], "up_to_date": [], "waiting_for_scan": []}
+    todo = []
+    for stage in stages:
+        if not stage.stale:
+            report["up_to_date"].append(stage.run)
+        elif stage.run in active:
+            report["in_flight"].append(stage.run)
+        elif stage.needs in stale:
+            report["waiting_for_scan"].append(stage.run)
+        else:
+            todo.append(stage)
+    return report, todo
+
+
 def launch(
     repo: str | Path,
     *,
@@ -193,18 +223,8 @@ def launch(
             )
         stages = [s for s in stages if s.run in set(runs)]
     ledger = read_ledger(repo)
-    report: dict[str, list[str]] = {"submitted": [], "in_flight": [], "up_to_date": [], "waiting_for_scan": []}
-    stale_scans = {stage.run for stage in train_stages_all if stage.stale}
-    todo = []
-    for stage in stages:
-        if not stage.stale:
-            report["up_to_date"].append(stage.run)
-        elif stage.run in ledger and job_status(ledger[stage.run]) == "active":
-            report["in_flight"].append(stage.run)
-        elif stage.needs in stale_scans:  # Recon's runs start once their scan is collected
-            report["waiting_for_scan"].append(stage.run)
-        else:
-            todo.append(stage)
+    active = {run for run, entry in ledger.items() if job_status(entry) == "active"}
+    report, todo = triage(stages, {stage.run for stage in train_stages_all if stage.stale}, active)
     if not todo:
         return report
     environment = {"PATH": os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
