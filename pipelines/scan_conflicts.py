@@ -4,7 +4,8 @@
 
 Trains the scan's pre-run (Recon's base method on the run's model and data) for the profile's scan
 length (``recon_scan.epochs`` in pipelines/params.yaml; in the full profile Recon's App. B length for
-the dataset) with the first seed, recording every step's task-gradient cosines per shared layer, and
+the dataset; a ``-whole_run`` scan as long as the run, Recon Table 13) with the first seed, recording
+every step's task-gradient cosines per shared layer, and
 writes ``--out`` (default ``pipelines/scans/<name>``): ``gradient_pairs.csv`` and ``layers.json``.
 Every Recon run of that pre-run (``recon:`` in a paper's table rows) reads them. Checkpoints go to
 ``--work`` (default ``pipelines/work/scans/<name>``): a killed scan resumes.
@@ -27,7 +28,7 @@ from deconflict.errors import ConfigError
 from deconflict.experiments import RunSpec, family_settings
 from deconflict.experiments.runs import plan_entry
 from deconflict.experiments.scans import train_scan
-from deconflict.experiments.surgery import scan_epochs
+from deconflict.experiments.surgery import scan_epochs, scan_suffix
 from deconflict.portable import apply_torch_settings
 
 PIPELINES = Path(__file__).resolve().parent
@@ -47,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     load_plugins(root)
     entry = plan_entry(args.runs, "scans", args.scan)
     recon_settings = entry.pop("settings", "paper")
+    prerun = entry.pop("prerun", "recon")
     scan = RunSpec.from_dict(entry)
-    if scan.name + ("" if recon_settings == "paper" else f"-{recon_settings}") != args.scan:
+    if scan.name + scan_suffix(recon_settings, prerun) != args.scan:
         raise ConfigError(f"{args.runs}: scan {args.scan!r} is out of date: `python pipelines/plan_runs.py --write`.")
     profile_epochs = resolve_profile(load_yaml(args.params).get("recon_scan") or {}, root.profile).get("epochs")
     settings = family_settings(args.params, scan.family.name, root.profile)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         scan,
         settings,
         root.seeds[0],
-        scan_epochs(scan, recon_settings, profile_epochs),
+        scan_epochs(scan, recon_settings, profile_epochs, prerun, run_epochs=settings.epochs),
         out=args.out or PIPELINES / "scans" / args.scan,
         work=args.work or PIPELINES / "work" / "scans" / args.scan,
         data_base=settings.data_base(root.repo_root, root.data_root),

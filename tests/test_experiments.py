@@ -218,6 +218,60 @@ def test_a_killed_run_resumes_to_the_same_numbers(data_base, tmp_path):
     assert set(straight["reduction"]) == {"global", "per_batch", "per_image"}
 
 
+def test_regenerated_data_restarts_a_finished_run_and_unchanged_data_reuses_it(tmp_path):
+    """A run's work folder is keyed by its data too: after the dataset is written anew, a finished run
+    trains again on the new data instead of returning its old checkpoint's numbers."""
+    from deconflict.experiments import train_run
+
+    settings = TrainingSettings(model_options={"width": 1 / 16}, epochs=1, batch_size={"nyuv2": 4}, last_k=1)
+    run = RunSpec("nyuv2", "split")
+    base, work = tmp_path / "data", tmp_path / "work"
+    NYUv2.write_synthetic(base / "nyuv2", seed=0, train=8, val=4, size=(32, 64))
+
+    def train(out: str) -> tuple[dict, list[str]]:
+        summary = train_run(
+            run,
+            settings,
+            [0],
+            out=tmp_path / out,
+            work=work,
+            data_base=base,
+            profile="smoke",
+            progress=False,
+            log=lambda line: None,
+        )
+        return summary, sorted(path.name for path in work.iterdir())
+
+    first, folders = train("a")
+    again, same_folders = train("b")
+    assert same_folders == folders and again["last_k_mean"] == first["last_k_mean"]  # resumed: nothing retrained
+    NYUv2.write_synthetic(base / "nyuv2", seed=1, train=8, val=4, size=(32, 64))  # the data regenerated
+    fresh, new_folders = train("c")
+    assert len(new_folders) == 1 and new_folders != folders  # a new key; the stale folder is pruned
+    assert fresh["last_k_mean"] != first["last_k_mean"]
+    reference = train_seed(run, settings, 0, data_base=base, work_dir=None, progress=False)
+    assert summarise_run(reference, 1)["mean"].tolist() == [row["mean"] for row in fresh["last_k_mean"]]
+
+
+def test_inputs_fingerprint_follows_the_data_files_and_the_contents_of_small_inputs(tmp_path):
+    from deconflict.experiments.runs import inputs_fingerprint
+
+    data, scan = tmp_path / "data", tmp_path / "layers.json"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "0.npy").write_bytes(b"abc")
+    scan.write_text('{"layers": ["a"]}')
+    first = inputs_fingerprint(data, [scan])
+    assert inputs_fingerprint(data, [scan]) == first
+    assert inputs_fingerprint(tmp_path / "absent", [tmp_path / "none.json"]) == {
+        "data": "missing",
+        "none.json": "missing",
+    }
+    (data / "train" / "0.npy").write_bytes(b"abcd")  # another size
+    assert inputs_fingerprint(data, [scan])["data"] != first["data"]
+    scan.write_text('{"layers": ["b"]}')  # same size, other content
+    assert inputs_fingerprint(data, [scan])["layers.json"] != first["layers.json"]
+
+
 def test_seeded_runs_are_deterministic(data_base):
     settings = TrainingSettings(model_options={"width": 1 / 16}, epochs=1, batch_size={"nyuv2": 4}, last_k=1)
     run = RunSpec("nyuv2", "split", method="pcgrad")
@@ -326,6 +380,37 @@ def test_reproduce_table_puts_paper_and_runs_side_by_side(tmp_path):
     (tmp_path / "cityscapes-split-mgda-lr5e-05" / "summary.json").unlink()
     with pytest.raises(ConfigError, match="dvc repro"):
         reproduce_table(table, tmp_path, "smoke")
+
+
+def test_every_planned_run_has_one_stage_in_the_stage_file_of_its_dataset_and_model(tmp_path):
+    import yaml
+
+    plan = yaml.safe_load((REPO / "pipelines" / "runs.yaml").read_text())
+    files = sorted((REPO / "pipelines" / "train").glob("*/dvc.yaml"))
+    staged: list[str] = []
+    for path in files:
+        stage = yaml.safe_load(path.read_text())["stages"]["train"]
+        variable = stage["foreach"].removeprefix("${shards.").removesuffix("}")
+        runs = plan["shards"][variable]
+        assert {f"{plan['runs'][r]['dataset']}-{plan['runs'][r]['model']}".replace("_", "-") for r in runs} == {
+            path.parent.name
+        }
+        assert stage["do"]["wdir"] == "../.."  # the template's paths are relative to pipelines/
+        staged += list(runs)
+    assert sorted(staged) == sorted(plan["runs"])  # each run once
+    # an edited stage file is out of date: the template is the one place to change a run's stage
+    copy = tmp_path / "pipelines"
+    (copy / "train").mkdir(parents=True)
+    (copy / "runs.yaml").write_text((REPO / "pipelines" / "runs.yaml").read_text())
+    for path in files:
+        (copy / "train" / path.parent.name).mkdir()
+        (copy / "train" / path.parent.name / "dvc.yaml").write_text(path.read_text())
+    command = [sys.executable, str(REPO / "pipelines" / "plan_runs.py"), "--check", "--runs", str(copy / "runs.yaml")]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    edited = copy / "train" / files[0].parent.name / "dvc.yaml"
+    edited.write_text(edited.read_text().replace("--no-progress", ""))
+    check = subprocess.run(command, capture_output=True, text=True)
+    assert check.returncode == 1 and "plan_runs.py --write" in check.stderr and files[0].parent.name in check.stderr
 
 
 def test_train_cli_bad_input_is_one_line(tmp_path, capsys):

@@ -216,7 +216,7 @@ def test_every_dataset_is_documented_and_tracked_by_the_training_stage():
 
     for name in data.available():
         assert (REPO / "data" / name / "README.md").is_file(), f"data/{name}/README.md is missing"
-    train = yaml.safe_load((REPO / "pipelines" / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    train = yaml.safe_load((REPO / "pipelines" / "train_stage.yaml").read_text())  # every run's stage
     # the real data (full profile) and the synthetic data (smoke) are dependencies of every run
     assert {"../data/${item.dataset}", "../data/synthetic/${item.dataset}"} <= set(train["deps"])
     assert "training.${item.family}" in train["params"]
@@ -238,7 +238,7 @@ def test_the_training_stage_depends_on_every_library_module_a_run_imports():
     )
     assert result.returncode == 0, result.stderr
     imported = set(result.stdout.splitlines()[-1].split())
-    train = yaml.safe_load((REPO / "pipelines" / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    train = yaml.safe_load((REPO / "pipelines" / "train_stage.yaml").read_text())  # every run's stage
     folders, files = set(), set()  # a folder covers its package and everything in it; a file its module only
     for dep in train["deps"]:
         if dep.startswith("../shared/deconflict/"):

@@ -74,6 +74,10 @@ def test_a_recon_run_reads_the_scan_of_its_pre_run():
     assert scan_name(spec(recon={"settings": "code"})) == "nyuv2-split-equal-code"
     assert scan_epochs(spec(), "paper", None) == 40 and scan_epochs(spec(), "code", None) == 50  # App. B / scripts
     assert scan_epochs(spec(), "paper", 1) == 1  # the smoke profile's
+    whole = spec(recon={"prerun": "whole_run", "quarter": 2})  # Table 13: quarters of the whole joint training
+    assert scan_name(whole) == "nyuv2-split-equal-whole_run" == scan_name(spec(recon={"prerun": "whole_run"}))
+    assert scan_epochs(spec(), "paper", 1, "whole_run", run_epochs=4) == 4  # as long as the run, in any profile
+    assert scan_epochs(spec(), "paper", None, "whole_run", run_epochs=200) == 200
 
 
 @pytest.mark.parametrize(
@@ -81,6 +85,7 @@ def test_a_recon_run_reads_the_scan_of_its_pre_run():
     [
         ({"recon": {"select": "best"}}, "recon select"),
         ({"recon": {"quarter": 5}}, "quarter"),
+        ({"recon": {"prerun": "half"}}, "recon prerun"),
         ({"recon": {"threshold": 0.3}}, "threshold"),
         ({"recon": {"scan": {"epochs": 3}}}, "recon scan key"),
         ({"recon": {}, "level": "feature"}, "parameter level"),
@@ -120,6 +125,21 @@ def test_scan_then_recon_run_branch_the_top_k_layers_and_record_them(data_base, 
     conflict = pd.read_csv(tmp_path / "run" / "conflict_pairs.csv")
     assert set(conflict["level"]) == {"parameter"}  # a branched model has no single representation
     assert not set(expected) & set(conflict["layer"])  # what Recon branched is no longer shared
+
+
+def test_a_recon_run_whose_scan_changed_starts_afresh_with_the_new_layers(data_base, tmp_path):
+    run = spec(recon={"top_k": 2})
+    scans = tmp_path / "scans"
+    train_scan(scan_spec(run), SETTINGS, 0, 1, out=scans / scan_name(run), work=tmp_path / "w", data_base=data_base)
+    first = quiet_run(run, [0], tmp_path, data_base, scans=scans)["surgery"]["0"]["recon"]["layers"]
+    pairs_file = scans / scan_name(run) / "gradient_pairs.csv"
+    pairs = pd.read_csv(pairs_file)
+    others = [layer for layer in pairs["layer"].unique() if layer not in first][:2]
+    pairs["cosine"] = 0.5  # the scan redone: now only two other layers conflict
+    pairs.loc[pairs["layer"].isin(others), "cosine"] = -0.5
+    pairs.to_csv(pairs_file, index=False)
+    again = quiet_run(run, [0], tmp_path, data_base, scans=scans)["surgery"]["0"]["recon"]["layers"]
+    assert sorted(again) == sorted(others) and len(list((tmp_path / "work").iterdir())) == 1
 
 
 def test_a_sparse_run_trains_only_the_selected_entries_and_records_its_share(data_base, tmp_path):

@@ -1,7 +1,8 @@
 """Train the stale runs of the plan on several GPUs or on a SLURM cluster, then let DVC record them.
 
 ``dvc repro`` trains the plan's runs one after another. For the full profile (hundreds of GPU-days)
-:func:`launch` hands every *stale* training stage of ``pipelines/dvc.yaml`` — DVC says which — to
+:func:`launch` hands every *stale* training stage (``pipelines/train/*/dvc.yaml``, and Recon's scans in
+``pipelines/dvc.yaml``) — DVC says which — to
 `submitit <https://github.com/facebookincubator/submitit>`_:
 
 * ``executor="slurm"``: one SLURM job per run (submitted as one job array); SLURM schedules them;
@@ -48,6 +49,8 @@ __all__ = [
 #: submitit's job folders and the ledger, under the repository
 LAUNCHES = Path("pipelines") / "launches"
 PLAN_FILE = "pipelines/dvc.yaml"
+#: the generated stage files of the runs, one per dataset and model (pipelines/plan_runs.py)
+TRAIN_FILES = "pipelines/train/*/dvc.yaml"
 _ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 
 
@@ -66,20 +69,22 @@ class TrainStage:
 
 
 def train_stages(repo: Path) -> list[TrainStage]:
-    """Every training and scan stage of ``pipelines/dvc.yaml`` with DVC's verdict on whether it is up
-    to date (scans first: Recon's runs read them)."""
+    """Every scan stage of ``pipelines/dvc.yaml`` and training stage of ``pipelines/train/*/dvc.yaml``
+    (or, in a plan of one file, of ``pipelines/dvc.yaml``) with DVC's verdict on whether it is up to
+    date (scans first: Recon's runs read them)."""
     from dvc.repo import Repo
 
     plan_file = repo / "pipelines" / "runs.yaml"
     plan = (load_yaml(plan_file).get("runs") or {}) if plan_file.is_file() else {}
+    files = [PLAN_FILE, *sorted(str(path.relative_to(repo)) for path in repo.glob(TRAIN_FILES))]
     with contextlib.chdir(repo), Repo(str(repo)) as dvc_repo:  # DVC resolves stage paths against the cwd
         stages = [
             s
             for prefix in ("scan", "train")
             for s in dvc_repo.index.stages
-            if s.addressing.startswith(f"{PLAN_FILE}:{prefix}@")
+            if any(s.addressing.startswith(f"{file}:{prefix}@") for file in files)
         ]
-        status = dvc_repo.status(targets=[PLAN_FILE])
+        status = dvc_repo.status(targets=files)
         out = []
         for s in stages:
             name = s.addressing.split("@", 1)[1]
@@ -218,7 +223,7 @@ def launch(
         unknown = sorted(set(runs) - {s.run for s in stages})
         if unknown:
             raise ConfigError(
-                f"no training stage for run(s) {unknown} in {PLAN_FILE}; run "
+                f"no training stage for run(s) {unknown} in {TRAIN_FILES}; run "
                 "`python pipelines/plan_runs.py --write` if a paper's tables added them."
             )
         stages = [s for s in stages if s.run in set(runs)]

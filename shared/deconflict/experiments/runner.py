@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Subset
 from deconflict import data
 from deconflict.errors import ConfigError
 from deconflict.experiments.evaluation import Evaluator
-from deconflict.experiments.runs import prune_runs, run_key
+from deconflict.experiments.runs import inputs_fingerprint, prune_runs, run_key
 from deconflict.experiments.settings import TrainingSettings
 from deconflict.experiments.spec import RunSpec
-from deconflict.experiments.surgery import prepare_model
+from deconflict.experiments.surgery import prepare_model, run_scan_files
 from deconflict.io import read_json, write_csv, write_json
 from deconflict.methods import recon
 from deconflict.models import MultiTaskModel
@@ -231,13 +231,13 @@ def train_run(
     Besides :data:`RUN_FILES` the folder gets :data:`CONFLICT_FILES`, the task-gradient tables of every
     seed (empty when the settings record none).
 
-    Each seed's work folder is keyed by what defines it and the library's code version: a killed
-    run resumes its seeds, a changed one starts afresh, and stale folders are removed.
+    Each seed's work folder is keyed by what defines it, the library's code version and what it
+    reads (the dataset folder; a Recon run's scan): a killed run resumes its seeds, a changed one
+    (settings, code, regenerated data, a new scan) starts afresh, and stale folders are removed.
     """
-    keys = {
-        seed: f"seed{seed}-{run_key({'run': spec.to_dict(), 'settings': repr(settings), 'seed': seed})}"
-        for seed in seeds
-    }
+    inputs = inputs_fingerprint(data_base / spec.dataset, run_scan_files(spec, scans))
+    definition = {"run": spec.to_dict(), "settings": repr(settings), "inputs": inputs}
+    keys = {seed: f"seed{seed}-{run_key({**definition, 'seed': seed})}" for seed in seeds}
     prune_runs(work, set(keys.values()))
     frames = []
     for seed, key in keys.items():

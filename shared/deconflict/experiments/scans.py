@@ -20,7 +20,7 @@ import torch
 
 from deconflict.analysis import WHOLE_SHARED
 from deconflict.experiments.runner import train_seed
-from deconflict.experiments.runs import prune_runs, run_key
+from deconflict.experiments.runs import inputs_fingerprint, prune_runs, run_key
 from deconflict.experiments.settings import TrainingSettings
 from deconflict.experiments.spec import RunSpec
 from deconflict.io import write_csv, write_json
@@ -46,7 +46,9 @@ def train_scan(
     """Train the pre-run ``scan`` for ``epochs`` epochs (the profile's sizes and schedule) and write
     its scan folder ``out``; return what ``layers.json`` holds."""
     settings = dataclasses.replace(settings, epochs=epochs, last_k=1, conflict_every=None)
-    key = f"scan-seed{seed}-{run_key({'run': scan.to_dict(), 'settings': repr(settings), 'seed': seed})}"
+    inputs = inputs_fingerprint(data_base / scan.dataset)
+    definition = {"run": scan.to_dict(), "settings": repr(settings), "seed": seed, "inputs": inputs}
+    key = f"scan-seed{seed}-{run_key(definition)}"
     prune_runs(work, {key})
     monitor = GradientMonitor(every=1, levels=("parameter",), per_layer=True)
     log(f"scan {scan.name}: the pre-run, {epochs} epoch(s), seed {seed}, every step's per-layer cosines")

@@ -32,20 +32,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from deconflict.train import UpdateHook
 
 __all__ = [
+    "PRERUNS",
     "RECON_SELECTIONS",
     "SCAN_FILES",
     "ReconOptions",
     "SparseOptions",
     "prepare_model",
     "recon_layers",
+    "run_scan_files",
     "scan_epochs",
     "scan_name",
     "scan_spec",
+    "scan_suffix",
 ]
 
 #: how a Recon run picks its layers: Recon's top-K by S-conflict score, or a control of the paper
 #: (RSL / RSP, Table 7; FSK / LSK, Table 11)
 RECON_SELECTIONS = ("conflict", "random_layers", "random_parameters", "first", "last")
+#: how long Recon's scan trains: Alg. 1's pre-run, or the whole run (Table 13's training stages)
+PRERUNS = ("recon", "whole_run")
 #: what a scan folder holds: the pre-run's per-layer task-gradient table and the layers in forward order
 SCAN_FILES = ("gradient_pairs.csv", "layers.json")
 #: what a scan's definition may change of the run's (``recon: {scan: {...}}``)
@@ -80,6 +85,9 @@ class ReconOptions:
             method and length (:data:`deconflict.methods.recon.SETTINGS`, by the scan's dataset).
         threshold, top_k: S and K, overriding the settings.
         quarter: score only the q-th quarter of the pre-run's iterations (1–4, Table 13).
+        prerun: ``recon`` (Alg. 1's pre-run, as long as ``settings`` say) or ``whole_run`` (the scan
+            trains as long as the run itself: Table 13 scores the quarters of the *whole* joint-training
+            run, not of a 40-epoch pre-run).
         copies: ``identical`` (the paper, exact at initialisation) or ``independent`` (the code).
         seed: of RSL / RSP's draw.
         scan: what the pre-run changes of the run's definition, e.g. ``{dataset: cityscapes, lr: 5e-5}``
@@ -91,6 +99,7 @@ class ReconOptions:
     threshold: float | None = None
     top_k: int | None = None
     quarter: int | None = None
+    prerun: str = "recon"
     copies: str = "identical"
     seed: int = 0
     scan: Mapping[str, Any] = field(default_factory=dict)
@@ -107,6 +116,8 @@ class ReconOptions:
             raise ConfigError(f"recon settings must be one of {', '.join(recon.SETTINGS)}, got {parsed.settings!r}.")
         if parsed.quarter is not None and parsed.quarter not in (1, 2, 3, 4):
             raise ConfigError(f"recon quarter must be 1, 2, 3 or 4, got {parsed.quarter!r}.")
+        if parsed.prerun not in PRERUNS:
+            raise ConfigError(f"recon prerun must be one of {', '.join(PRERUNS)}, got {parsed.prerun!r}.")
         if parsed.copies not in ("identical", "independent"):
             raise ConfigError(f"recon copies must be 'identical' or 'independent', got {parsed.copies!r}.")
         if parsed.threshold is not None and not -1 < parsed.threshold <= 0:
@@ -180,16 +191,37 @@ def scan_spec(run: RunSpec) -> RunSpec:
     return RunSpec.from_dict(definition)
 
 
+def scan_suffix(settings: str = "paper", prerun: str = "recon") -> str:
+    """What a scan's name adds to its pre-run's definition: ``-code`` for the official scripts'
+    settings (another pre-run length), ``-whole_run`` for a scan as long as the run."""
+    return ("" if settings == "paper" else f"-{settings}") + ("" if prerun == "recon" else f"-{prerun}")
+
+
 def scan_name(run: RunSpec) -> str:
-    """The name of the scan a Recon run reads (its folder under ``scans/``): the pre-run's definition,
-    and ``-code`` when the official scripts' settings (another pre-run length) are asked for."""
+    """The name of the scan a Recon run reads (its folder under ``scans/``): the pre-run's definition
+    and :func:`scan_suffix`."""
     options = ReconOptions.parse(thaw(run.recon))
-    return scan_spec(run).name + ("" if options.settings == "paper" else f"-{options.settings}")
+    return scan_spec(run).name + scan_suffix(options.settings, options.prerun)
 
 
-def scan_epochs(scan: RunSpec, settings: str, profile_epochs: int | None) -> int:
-    """The pre-run's length: the profile's (smoke), or Recon's ``settings`` (``paper`` / ``code``) for the
-    scan's dataset (full)."""
+def run_scan_files(run: RunSpec, scans: Path | None) -> list[Path]:
+    """The scan files a run reads (none unless it is a Recon run): part of its work folder's key, so
+    a run resumed after its scan changed starts afresh instead of finishing with the old layers."""
+    if run.recon is None or scans is None:
+        return []
+    return [scans / scan_name(run) / name for name in SCAN_FILES]
+
+
+def scan_epochs(
+    scan: RunSpec, settings: str, profile_epochs: int | None, prerun: str = "recon", run_epochs: int | None = None
+) -> int:
+    """The pre-run's length: with ``prerun="whole_run"`` the run's own (``run_epochs``, the profile's
+    training length); otherwise the profile's scan length (smoke), or Recon's ``settings`` (``paper`` /
+    ``code``) for the scan's dataset (full)."""
+    if prerun == "whole_run":
+        if run_epochs is None:
+            raise ConfigError("a whole-run scan needs the run's number of epochs.")
+        return int(run_epochs)
     if profile_epochs is not None:
         return int(profile_epochs)
     epochs = ReconOptions.parse({"settings": settings}).for_dataset(scan.dataset).prerun_epochs

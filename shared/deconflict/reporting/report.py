@@ -110,6 +110,7 @@ BUILTIN_KINDS = (
     "deconflict.reporting.run_tables",
     "deconflict.reporting.toy_figure",
     "deconflict.reporting.conflict_tables",
+    "deconflict.reporting.sparse_tables",
 )
 
 

@@ -126,7 +126,7 @@ class RunTableReport(Report):
             self.table_id,
             caption=f"{self.title}: paper vs. reproduction ({profile_note(self.profile, short=True)})",
             source=f"Paper: papers/{self.paper}/{self.section['reference']}. Reproduction: pipelines/runs "
-            "(see pipelines/dvc.yaml).",
+            "(stages: pipelines/train/*/dvc.yaml).",
         )
         self.dvc = self._headlines(values)
         return shown
