@@ -140,6 +140,7 @@ def test_the_run_plan_is_up_to_date_and_shares_runs_between_papers():
         "recon/fig6_nyuv2",
         "sparse_training/table7_nyuv2",
         "sparse_training/table6_nyuv2_incidence",  # and sparse training's incidence
+        "sparse_training/fig5b_trainable_sweep",  # and the run without sparse training of Fig. 5(b)
     }
     # task priority's Table 3 reuses Recon's CityScapes runs
     assert users["cityscapes-split-cagrad-c0p2-lr5e-05"] == {

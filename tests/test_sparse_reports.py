@@ -1,5 +1,6 @@
-"""Sparse training's tables about the mask (Tab. 4, Fig. 6): the share of trainable parameters against the
-paper's printed numbers, and the spread of each selection rule over the blocks."""
+"""Sparse training's tables about the mask (Tab. 4, Fig. 6, Fig. 5(b)): the share of trainable parameters
+against the paper's printed numbers, the spread of each selection rule over the blocks, and Δm against
+the share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deconflict.experiments import RunSpec
+from deconflict.experiments.tables import reproduce_table
 from deconflict.methods import sparse
 from deconflict.reporting import open_report
 from deconflict.reporting.sparse_tables import block_shares, trainable_percent
@@ -54,4 +56,17 @@ def test_table4_flags_exactly_the_cells_no_k_reproduces():
     assert set(differences["column"]) == {"CityScapes"} and set(differences["printed"]) == {62.19}
     shown = report.table()
     assert (shown[(shown["row"] == "Joint Train w/ ST") & (shown["source"] == "computed")]["NYU-v2"] == "62.19").all()
+    report.close()
+
+
+def test_fig5b_draws_each_rows_delta_m_at_its_share_of_trainable_parameters():
+    report = open_report(PARAMS, "fig5b_trainable_sweep")
+    points = report.points().set_index("row")
+    assert points.at["Joint Train", "x"] == 100.0  # no mask: every parameter trains
+    shares = points.drop("Joint Train")["x"]
+    assert shares.is_monotonic_increasing and round(shares["K = 2000"], 2) == 62.19  # more K, more trainable
+    headlines = report._headlines(
+        reproduce_table(report.spec, report.runs_dir, report.profile, report.reference)
+    )  # the Δm the table shows
+    assert all(points.at[row, "value"] == headlines[row]["Δm"] for row in points.index)
     report.close()

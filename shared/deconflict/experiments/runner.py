@@ -27,15 +27,15 @@ from deconflict.experiments.evaluation import Evaluator
 from deconflict.experiments.runs import inputs_fingerprint, prune_runs, run_key
 from deconflict.experiments.settings import TrainingSettings
 from deconflict.experiments.spec import RunSpec
-from deconflict.experiments.surgery import prepare_model, run_scan_files
+from deconflict.experiments.surgery import prepare_model, run_scan_files, shaped_model
 from deconflict.io import read_json, write_csv, write_json
-from deconflict.methods import recon
 from deconflict.models import MultiTaskModel
 from deconflict.tasks import TaskLoss
 from deconflict.train import Callback, GradientMonitor, TrainConfig, Trainer, seed_everything
 
 __all__ = [
     "CONFLICT_FILES",
+    "PROCEDURE_FILE",
     "RUN_FILES",
     "conflict_monitor",
     "curves",
@@ -51,6 +51,9 @@ __all__ = [
 RUN_FILES = ("summary.json", "metrics.csv", "curves.csv")
 #: the task-gradient tables of a run (GradientMonitor's pairs and summary of every seed)
 CONFLICT_FILES = ("conflict_pairs.csv", "conflict_summary.csv")
+#: what a run's training procedure recorded (connection strength: each step's phase and losses, each
+#: epoch's top-priority shares), one table for all seeds; empty for a method of deconflict.optim
+PROCEDURE_FILE = "procedure.csv"
 
 
 def fp32_mib(parameters: int) -> float:
@@ -65,9 +68,7 @@ def model_size(
     the meta device: no memory, no initialisation); with ``recon_layers``, of the model those layers
     are branched in (Recon's "#P")."""
     with torch.device("meta"):
-        model = spec.build_model(**settings.model_options)
-        if recon_layers:
-            model = recon.branch(model, recon_layers)
+        model = shaped_model(spec, spec.build_model(**settings.model_options), recon_layers or ())
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": total, "shared": sum(p.numel() for p in model.shared_parameters()), "mib": fp32_mib(total)}
 
@@ -119,7 +120,7 @@ def train_seed(
     train_set = dataset_cls(root, "train", augment=settings.augment, seed=seed)
     test_set = dataset_cls(root, dataset_cls.test_split)
     seed_everything(seed)
-    model, hooks, surgery = prepare_model(
+    model, hooks, surgery, update = prepare_model(
         spec, spec.build_model(**settings.model_options), scans, k_scale=settings.sparse_k_scale
     )
     model = model.to(device)
@@ -143,6 +144,7 @@ def train_seed(
         TaskLoss(spec.tasks),
         optimizer,
         spec.build_method(),
+        update=update,
         scheduler=scheduler,
         config=TrainConfig(
             epochs=settings.epochs,
@@ -164,6 +166,8 @@ def train_seed(
     frame = pd.DataFrame(evaluator.rows)
     frame.insert(0, "seed", seed)
     frame.attrs["surgery"] = surgery
+    if update is not None and hasattr(update, "records"):
+        frame.attrs["procedure"] = update.records()
     if monitor is not None:
         frame.attrs["conflict_pairs"] = monitor.pairs().assign(seed=seed)
         frame.attrs["conflict_summary"] = monitor.summary().assign(seed=seed)
@@ -229,7 +233,7 @@ def train_run(
     """Train every seed of ``spec`` into the run folder ``out`` (checkpoints under ``work``); return its summary.
 
     Besides :data:`RUN_FILES` the folder gets :data:`CONFLICT_FILES`, the task-gradient tables of every
-    seed (empty when the settings record none).
+    seed (empty when the settings record none), and :data:`PROCEDURE_FILE` (empty for most methods).
 
     Each seed's work folder is keyed by what defines it, the library's code version and what it
     reads (the dataset folder; a Recon run's scan): a killed run resumes its seeds, a changed one
@@ -259,6 +263,13 @@ def train_run(
     for name, key in zip(CONFLICT_FILES, ("conflict_pairs", "conflict_summary")):
         tables = [frame.attrs[key] for frame in frames if key in frame.attrs]
         write_csv(out / name, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+    procedure = [
+        pd.DataFrame(rows).assign(record=kind, seed=seed)
+        for seed, frame in zip(seeds, frames)
+        for kind, rows in (frame.attrs.get("procedure") or {}).items()
+        if rows
+    ]
+    write_csv(out / PROCEDURE_FILE, pd.concat(procedure, ignore_index=True) if procedure else pd.DataFrame())
     metrics = pd.concat([pd.DataFrame(frame) for frame in frames], ignore_index=True)
     summary = summarise_run(metrics, settings.last_k)
     write_csv(out / "metrics.csv", metrics)

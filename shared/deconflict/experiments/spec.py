@@ -18,7 +18,7 @@ from deconflict import data, models, optim
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.experiments.families import Family, family_of
-from deconflict.experiments.surgery import ReconOptions, SparseOptions, freeze, thaw
+from deconflict.experiments.surgery import ReconOptions, SparseOptions, StrengthOptions, freeze, thaw
 from deconflict.tasks import Task
 from deconflict.train import TrainConfig, check_weights_task_gradients
 
@@ -82,6 +82,9 @@ class RunSpec:
             paper's), or None. Set: the run trains with the layers its scan chose turned task-specific.
         sparse: sparse training's options (:class:`~deconflict.experiments.surgery.SparseOptions`, e.g.
             ``{k: 2000}``), or None. Set: the run trains with a fixed PSN mask on the shared weights.
+        strength: connection strength's options (:class:`~deconflict.experiments.surgery.StrengthOptions`;
+            ``{}``: the paper's), or None. Set: task-specific BN and the two-phase update replace the
+            method (which must be ``equal``).
     """
 
     dataset: str
@@ -96,6 +99,7 @@ class RunSpec:
     head_gradients: str = "own"
     recon: tuple[tuple[str, Any], ...] | None = None
     sparse: tuple[tuple[str, Any], ...] | None = None
+    strength: tuple[tuple[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         family = self.family
@@ -132,6 +136,13 @@ class RunSpec:
                 )
         if self.sparse is not None:
             SparseOptions.parse(thaw(self.sparse))
+        if self.strength is not None:
+            StrengthOptions.parse(thaw(self.strength))
+            if single or self.level != "parameter" or self.method != "equal" or self.recon is not None:
+                raise ConfigError(
+                    "connection strength is its own update rule at parameter level on a multi-task model, "
+                    f"without Recon: {self.name!r} needs method 'equal', level 'parameter' and no recon option."
+                )
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -140,7 +151,7 @@ class RunSpec:
         reject_unknown(spec, [f.name for f in fields(cls)], "run setting")
         for key in ("hparams", "model_options"):
             spec[key] = tuple(sorted(dict(spec.get(key) or {}).items()))
-        for key in ("recon", "sparse"):  # present (even empty: the method's defaults) or absent
+        for key in ("recon", "sparse", "strength"):  # present (even empty: the method's defaults) or absent
             if key in spec:
                 spec[key] = freeze(dict(spec[key] or {}))
         if spec.get("lr") is not None:
@@ -158,7 +169,7 @@ class RunSpec:
             for key, value in out.items()
             if key in ("dataset", "model") or value not in (defaults[key], {}, ())
         }
-        for key in ("recon", "sparse"):
+        for key in ("recon", "sparse", "strength"):
             if getattr(self, key) is not None:
                 kept[key] = thaw(getattr(self, key)) or {}
         return kept
@@ -196,7 +207,7 @@ class RunSpec:
             parts.append(f"heads{self.head_gradients}")
         if self.lr is not None:
             parts.append(f"lr{_format_number(self.lr)}")
-        for key, label in (("recon", "recon"), ("sparse", "st")):
+        for key, label in (("recon", "recon"), ("sparse", "st"), ("strength", "cs")):
             options = getattr(self, key)
             if options is not None:
                 parts.append(label)

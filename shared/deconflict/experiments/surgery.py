@@ -1,5 +1,7 @@
-"""The papers' changes to a run's model and update, as run options: Recon's branched layers and sparse
-training's fixed mask (:mod:`deconflict.methods.recon`, :mod:`deconflict.methods.sparse`).
+"""The papers' changes to a run's model and update, as run options: Recon's branched layers, sparse
+training's fixed mask and connection strength's task-specific BN and update rule
+(:mod:`deconflict.methods.recon`, :mod:`deconflict.methods.sparse`,
+:mod:`deconflict.methods.connection_strength`).
 
 A run definition (:class:`~deconflict.experiments.RunSpec`) may carry
 
@@ -7,14 +9,16 @@ A run definition (:class:`~deconflict.experiments.RunSpec`) may carry
   The layers come from a *scan*: the pre-run of Alg. 1 (the base method for the paper's number of
   epochs, task-gradient cosines of every shared layer at every step), itself defined by
   :func:`scan_spec` and trained once by :func:`train_scan` for every Recon run that reads it;
-* ``sparse: {...}`` — train with a PSN mask on the shared parameters (:class:`SparseOptions`).
+* ``sparse: {...}`` — train with a PSN mask on the shared parameters (:class:`SparseOptions`);
+* ``strength: {...}`` — train with task-specific BN and connection strength-based optimization
+  (:class:`StrengthOptions`).
 
-:func:`prepare_model` applies both to a freshly initialised model before training.
+:func:`prepare_model` applies them to a freshly initialised model before training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +28,12 @@ import pandas as pd
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.io import read_json
-from deconflict.methods import recon, sparse
+from deconflict.methods import connection_strength, recon, sparse
 
 if TYPE_CHECKING:  # pragma: no cover
     from deconflict.experiments.spec import RunSpec
     from deconflict.models import MultiTaskModel
-    from deconflict.train import UpdateHook
+    from deconflict.train import UpdateHook, UpdateRule
 
 __all__ = [
     "PRERUNS",
@@ -37,6 +41,7 @@ __all__ = [
     "SCAN_FILES",
     "ReconOptions",
     "SparseOptions",
+    "StrengthOptions",
     "prepare_model",
     "recon_layers",
     "run_scan_files",
@@ -44,6 +49,7 @@ __all__ = [
     "scan_name",
     "scan_spec",
     "scan_suffix",
+    "shaped_model",
 ]
 
 #: how a Recon run picks its layers: Recon's top-K by S-conflict score, or a control of the paper
@@ -169,6 +175,35 @@ class SparseOptions:
         return parsed
 
 
+@dataclass(frozen=True)
+class StrengthOptions:
+    """A connection-strength run's options (``strength:`` of a run definition; every key optional).
+
+    Attributes:
+        phases: ``mixed`` (Alg. 1), ``phase1``, ``phase2`` or ``sequential`` (Table 4's ablation);
+        draw: ``epoch`` (the paper: P drawn once per epoch) or ``iteration`` (the official core);
+        seed: of P's draws;
+        group_bias: Phase 2 projects a channel's bias with its filter (True, the paper's channel
+            parameters) or sums the biases' gradients (False, the official core).
+    """
+
+    phases: str = "mixed"
+    draw: str = "epoch"
+    seed: int = 0
+    group_bias: bool = True
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any] | None) -> StrengthOptions:
+        options = dict(options or {})
+        reject_unknown(options, [f.name for f in fields(cls)], "strength option")
+        parsed = cls(**options)
+        parsed.rule()  # checks phases and draw
+        return parsed
+
+    def rule(self) -> connection_strength.ConnectionStrengthUpdate:
+        return connection_strength.ConnectionStrengthUpdate(self.phases, self.draw, self.seed, self.group_bias)
+
+
 # -- Recon's scan ---------------------------------------------------------------------------------
 def scan_spec(run: RunSpec) -> RunSpec:
     """The definition of the pre-run whose scan gives ``run`` its Recon layers: the run's dataset,
@@ -269,13 +304,26 @@ def recon_layers(run: RunSpec, scan_dir: Path, model: MultiTaskModel) -> list[st
     return recon.random_parameter_layers(sizes, sum(sizes[name] for name in chosen), seed=options.seed)
 
 
+def shaped_model(run: RunSpec, model: MultiTaskModel, recon_layers: Sequence[str] = ()) -> MultiTaskModel:
+    """The model ``run`` trains, as far as its parameters go (for its size, e.g. on the meta device):
+    ``recon_layers`` branched (Recon) and task-specific BNs added (connection strength)."""
+    if recon_layers:
+        model = recon.branch(model, recon_layers)
+    if run.strength is not None:
+        model = connection_strength.task_specific_bn(model)
+    return model
+
+
 def prepare_model(
     run: RunSpec, model: MultiTaskModel, scans: Path | None, k_scale: float = 1.0
-) -> tuple[MultiTaskModel, list[UpdateHook], dict[str, Any]]:
-    """The run's model after Recon's surgery, the update hooks of sparse training, and what to record
-    of both in the run's summary. ``model`` must be freshly initialised (both act before training).
-    ``k_scale`` scales sparse training's K for a model narrower than the papers'."""
+) -> tuple[MultiTaskModel, list[UpdateHook], dict[str, Any], UpdateRule | None]:
+    """The run's model after Recon's surgery or connection strength's task-specific BN, the update
+    hooks of sparse training, what to record of them in the run's summary, and the update rule of a
+    procedure that replaces the method's (connection strength; None otherwise). ``model`` must be
+    freshly initialised (they act before training). ``k_scale`` scales sparse training's K for a model
+    narrower than the papers'."""
     hooks: list[UpdateHook] = []
+    update: UpdateRule | None = None
     record: dict[str, Any] = {}
     if run.recon is not None:
         if scans is None:
@@ -295,4 +343,9 @@ def prepare_model(
             "k_used": k,
             "trainable_percent": sparse.trainable_fraction(model, masks),
         }
-    return model, hooks, record
+    if run.strength is not None:
+        chosen_strength = StrengthOptions.parse(thaw(run.strength))
+        model = connection_strength.task_specific_bn(model)
+        update = chosen_strength.rule()
+        record["strength"] = {**asdict(chosen_strength), "layers": [conv for conv, _ in model.pairs]}
+    return model, hooks, record, update

@@ -49,8 +49,8 @@ from deconflict.experiments.families import family_of
 from deconflict.experiments.reference import load_reference
 from deconflict.experiments.runner import fp32_mib, load_run, summarise_run
 from deconflict.experiments.spec import RunSpec, dataset_tasks
+from deconflict.experiments.surgery import shaped_model
 from deconflict.io import read_json
-from deconflict.methods import recon
 from deconflict.metrics import delta_m
 
 __all__ = [
@@ -246,6 +246,8 @@ ROW_KINDS: dict[str, tuple[str, ...]] = {
     RUN_TABLE: (),
     "conflict_distribution": ("bins",),  # Recon's cosine distributions (deconflict.reporting.conflict_tables)
     "conflict_incidence": (),  # sparse training's incidence of conflict
+    "sparsity_sweep": (),  # sparse training's Fig. 5(b): a run table drawn against % trainable
+    "priority_trends": ("window",),  # the task-priority paper's Figs. 3 and 4 (connection-strength runs)
 }
 
 
@@ -277,11 +279,10 @@ def plan_runs(params_paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
 @functools.cache
 def parameter_count(run: RunSpec, recon_layers: tuple[str, ...] = ()) -> int:
     """Parameters of the run's model at the papers' size (built on the meta device: no memory); with
-    ``recon_layers``, of the model Recon branched them in."""
+    ``recon_layers``, of the model Recon branched them in; with connection strength, with its
+    task-specific BNs."""
     with torch.device("meta"):
-        model = run.build_model()
-        if recon_layers:
-            model = recon.branch(model, recon_layers)
+        model = shaped_model(run, run.build_model(), recon_layers)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -16,10 +16,10 @@ Each gets one module here, usable on any model of the library outside the pipeli
   fusion runs at the end of an epoch).
 
 They sit above the training engine (layer 6), whose update rules and hooks they implement, and
-below the experiment core (layer 8), which builds runs with them (``recon:`` and ``sparse:`` options
-of a run definition, :mod:`deconflict.experiments.surgery`). Recon and sparse training are here;
-DR-MGF, Meta-GF and connection strength come with the issue on the papers' training procedures
-(their rows in the papers' tables say so: ``later``).
+below the experiment core (layer 8), which builds runs with them (``recon:``, ``sparse:`` and ``strength:`` options
+of a run definition, :mod:`deconflict.experiments.surgery`). Recon, sparse training and
+connection strength are here; DR-MGF and Meta-GF come with the rest of the issue on the papers'
+training procedures (their rows in the papers' tables say so: ``later``).
 """
 
-__all__ = ["recon", "sparse"]
+__all__ = ["connection_strength", "recon", "sparse"]

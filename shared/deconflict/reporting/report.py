@@ -111,6 +111,7 @@ BUILTIN_KINDS = (
     "deconflict.reporting.toy_figure",
     "deconflict.reporting.conflict_tables",
     "deconflict.reporting.sparse_tables",
+    "deconflict.reporting.priority_figures",
 )
 
 

@@ -1,5 +1,6 @@
-"""Sparse training's tables about the mask itself (kinds ``trainable_share`` and ``selection_spread``):
-what share of the model a K trains, and where each selection rule puts it. No training is needed.
+"""Sparse training's tables about the mask (kinds ``trainable_share``, ``selection_spread`` and
+``sparsity_sweep``): what share of the model a K trains, where each selection rule puts it, and how
+performance follows the share.
 
 * ``trainable_share`` — Tab. 4: the "% trainable parameters" of every *w/ ST* row of the paper's run
   tables, computed from the model the row trains at the papers' width (full width, whatever the
@@ -7,10 +8,13 @@ what share of the model a K trains, and where each selection rule puts it. No tr
   share depends only on the shapes (K per neuron), so the model is built on the meta device.
 * ``selection_spread`` — Fig. 6 (and the argument of Sec. 5.3 for Fig. 5(c)): the share (%) of each
   block's shared weights that each selection rule keeps, on a freshly initialised model at full
-  width. PSN ("Ours") and Random keep about the same share of every block; Global does not.
+  width. The paper says PSN ("Ours") and Random keep about the same share of every block and Global
+  does not; on MTAN, with K per neuron, PSN does not either (early blocks have fewer inputs than K);
+* ``sparsity_sweep`` — Fig. 5(b): a run table whose rows train with different K; its figure draws Δm
+  against each row's % trainable parameters, the run without sparse training as a line.
 
-Both read their rows from the paper's params: ``trainable_share`` takes the *w/ ST* rows of the run
-tables it names (so Tab. 4 can never disagree with the K the runs were trained with).
+``trainable_share`` takes the *w/ ST* rows of the run tables it names (so Tab. 4 can never disagree
+with the K the runs were trained with); ``selection_spread`` needs no training.
 """
 
 from __future__ import annotations
@@ -26,12 +30,19 @@ from deconflict.errors import ConfigError
 from deconflict.experiments.reference import load_reference, printed_number
 from deconflict.experiments.spec import RunSpec
 from deconflict.experiments.surgery import SparseOptions, thaw
-from deconflict.experiments.tables import load_run_tables
+from deconflict.experiments.tables import column_label, load_run_tables, reproduce_table
 from deconflict.methods import sparse
 from deconflict.reporting.report import Report, register_report
-from deconflict.reporting.run_tables import _key
+from deconflict.reporting.run_tables import RunTableReport, _key
+from deconflict.reporting.style import profile_note
 
-__all__ = ["SelectionSpreadReport", "TrainableShareReport", "block_shares", "trainable_percent"]
+__all__ = [
+    "SelectionSpreadReport",
+    "SparsitySweepReport",
+    "TrainableShareReport",
+    "block_shares",
+    "trainable_percent",
+]
 
 #: the papers' models: sparse training's K counts connections per neuron of the full-width networks
 FULL_WIDTH = {"width": 1.0}
@@ -239,5 +250,51 @@ class SelectionSpreadReport(Report):
         fig.tight_layout()
         self.writer.figure(fig, f"{self.table_id}_blocks", caption=f"{self.title}: kept share per block and rule")
         self.plot_rows.append(data.rename(columns={"block": "x"}).assign(series="kept %"))
+        plt.close(fig)
+        return fig
+
+
+@register_report
+class SparsitySweepReport(RunTableReport):
+    """Sparse training's Fig. 5(b): rows of one run table trained with different K (and the run without
+    sparse training); :meth:`figure` draws each row's Δm against its % trainable parameters (Tab. 4's
+    share at full width)."""
+
+    kind = "sparsity_sweep"
+
+    def points(self) -> pd.DataFrame:
+        """One point per reproduced row but the baseline: ``row``, ``x`` (% trainable; 100 without ST)
+        and ``value`` (Δm)."""
+        values = reproduce_table(self.spec, self.runs_dir, self.profile, self.reference)
+        delta = column_label(self.reference, "Δm")
+        if delta is None:
+            raise ConfigError(f"{self.table_id}: the reference has no Δm column to draw.")
+        ours = values[(values["source"] == "reproduced") & (values["status"] == "reproduced")].set_index("row")
+        records = []
+        for row in self.spec.rows:
+            if not row.runs or row.label == self.spec.baseline:
+                continue
+            run = row.runs[0]
+            share = trainable_percent(run) if run.sparse is not None else 100.0
+            records.append({"row": row.label, "x": share, "value": float(ours.at[row.label, delta])})
+        return pd.DataFrame.from_records(records)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        points = self.points()
+        sparse_points = points[points["x"] < 100].sort_values("x")
+        dense = points[points["x"] >= 100]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(sparse_points["x"], sparse_points["value"], marker="o", label="w/ ST")
+        for _, row in dense.iterrows():
+            ax.axhline(row["value"], linestyle="--", color="grey", label=row["row"])
+        delta = column_label(self.reference, "Δm")
+        ax.set(xlabel="% trainable parameters (full width)", ylabel=delta)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
+        fig.tight_layout()
+        self.writer.figure(fig, f"{self.table_id}_sweep", caption=f"{self.title}: Δm against % trainable parameters")
+        self.plot_rows.append(points.assign(series="Δm"))
         plt.close(fig)
         return fig

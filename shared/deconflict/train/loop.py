@@ -205,6 +205,13 @@ class Trainer:
         names = self.model.task_names
         if names and losses.shape[0] != len(names):
             raise ShapeError(f"the criterion returned {losses.shape[0]} losses for {len(names)} tasks {names}.")
+        self.check_finite(losses, list(names))
+        return rows, losses
+
+    def check_finite(self, losses: Tensor, names: list[str]) -> None:
+        """Stop training with a message that names the task and the step if a loss is NaN or Inf
+        (``names``: the tasks of ``losses``, in order; an update rule that computes its losses itself
+        calls this too)."""
         finite = torch.isfinite(losses)
         if not finite.all():
             bad = [names[i] if names else str(i) for i in torch.nonzero(~finite).flatten().tolist()]
@@ -214,7 +221,6 @@ class Trainer:
                 f"(losses: {[round(v, 6) if v == v else v for v in losses.detach().tolist()]}). Lower the "
                 f"learning rate, check the data for NaN, or check the loss for log(0)/division by zero.{where}"
             )
-        return rows, losses
 
     def _decode(self, representation: Tensor) -> dict[str, Tensor]:
         for built in self._viewers:
