@@ -176,11 +176,8 @@ class ConflictDistributionReport(_RowsReport):
         ax.set(xlabel="cos φ_ij (whole shared part)", ylabel="% of task pairs and steps", yscale="log")
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, title=None)
         ax.set_title(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
-        fig.tight_layout()
-        self.writer.figure(fig, f"{self.table_id}_distribution", caption=f"{self.title}: distribution of cos φ_ij")
-        self.plot_rows.append(data.rename(columns={"bin": "x", "percent": "value"}).assign(series="percent"))
-        plt.close(fig)
-        return fig
+        plot = data.rename(columns={"bin": "x", "percent": "value"}).assign(series="percent")
+        return self.save_figure(fig, "distribution", f"{self.title}: distribution of cos φ_ij", plot)
 
 
 @register_report
@@ -251,8 +248,5 @@ class ConflictIncidenceReport(_RowsReport):
         right.set(xlabel="epoch", ylabel="incidence of GC (%)")
         right.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, title=None)
         fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
-        fig.tight_layout()
-        self.writer.figure(fig, f"{self.table_id}_incidence", caption=f"{self.title}: incidence of gradient conflict")
-        self.plot_rows.append(per_epoch.assign(series="incidence per epoch"))
-        plt.close(fig)
-        return fig
+        plot = per_epoch.assign(series="incidence per epoch")
+        return self.save_figure(fig, "incidence", f"{self.title}: incidence of gradient conflict", plot)

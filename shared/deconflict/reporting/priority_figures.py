@@ -130,9 +130,5 @@ class PriorityTrendsReport(_RowsReport):
         for ax in (left, right):
             ax.legend(fontsize=7, title=None)
         fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
-        fig.tight_layout()
-        self.writer.figure(fig, f"{self.table_id}_trends", caption=f"{self.title}: Figs. 3 and 4")
-        self.plot_rows.append(trends.rename(columns={"pair": "series"}))
-        self.plot_rows.append(shares.rename(columns={"task": "series"}))
-        plt.close(fig)
-        return fig
+        plots = trends.rename(columns={"pair": "series"}), shares.rename(columns={"task": "series"})
+        return self.save_figure(fig, "trends", f"{self.title}: Figs. 3 and 4", *plots)

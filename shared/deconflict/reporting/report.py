@@ -91,6 +91,17 @@ class Report:
         """Which profile made these numbers and what that means."""
         return profile_note(self.profile)
 
+    def save_figure(self, fig: Any, suffix: str, caption: str, *plots: pd.DataFrame) -> Any:
+        """Lay out ``fig``, write it as ``<table id>_<suffix>`` with ``caption``, keep ``plots`` (tidy
+        ``x`` / ``value`` rows) for DVC's plot file, close it and return it (a notebook displays it)."""
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        self.writer.figure(fig, f"{self.table_id}_{suffix}", caption=caption)
+        self.plot_rows.extend(plots)
+        plt.close(fig)
+        return fig
+
     def path(self, relative: str) -> Path:
         """A path of the table's declaration, relative to the paper's folder."""
         return self.folder / relative

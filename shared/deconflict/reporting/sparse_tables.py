@@ -247,11 +247,8 @@ class SelectionSpreadReport(Report):
         ax.tick_params(axis="x", rotation=60, labelsize=7)
         ax.legend(fontsize=8, title=None)
         ax.set_title(f"{self.title} (full width, any profile)", fontsize=10)
-        fig.tight_layout()
-        self.writer.figure(fig, f"{self.table_id}_blocks", caption=f"{self.title}: kept share per block and rule")
-        self.plot_rows.append(data.rename(columns={"block": "x"}).assign(series="kept %"))
-        plt.close(fig)
-        return fig
+        plot = data.rename(columns={"block": "x"}).assign(series="kept %")
+        return self.save_figure(fig, "blocks", f"{self.title}: kept share per block and rule", plot)
 
 
 @register_report
@@ -293,8 +290,5 @@ class SparsitySweepReport(RunTableReport):
         ax.set(xlabel="% trainable parameters (full width)", ylabel=delta)
         ax.legend(fontsize=8)
         ax.set_title(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
-        fig.tight_layout()
-        self.writer.figure(fig, f"{self.table_id}_sweep", caption=f"{self.title}: Δm against % trainable parameters")
-        self.plot_rows.append(points.assign(series="Δm"))
-        plt.close(fig)
-        return fig
+        plot = points.assign(series="Δm")
+        return self.save_figure(fig, "sweep", f"{self.title}: Δm against % trainable parameters", plot)
