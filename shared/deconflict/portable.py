@@ -9,8 +9,16 @@ numbers. For the smoke profile, whose ``dvc.lock`` is committed as the claim tha
 regenerate it bit for bit, every stage pins those choices (:data:`PINNED_ENVIRONMENT`, plus oneDNN
 off in PyTorch: :func:`apply_torch_settings`):
 
-* ATen and MKL at their AVX2 code paths (``MKL_CBWR=AVX2,STRICT``: Intel's conditional numerical
-  reproducibility), OpenBLAS at its Haswell (AVX2) kernels, NumPy's dispatch at ``X86_V3`` (AVX2);
+* ATen at its AVX2 code path, OpenBLAS at its Haswell (AVX2) kernels, NumPy's dispatch at ``X86_V3``
+  (AVX2);
+* MKL (PyTorch's GEMM: every convolution and linear layer) at its ``COMPATIBLE`` branch in strict
+  conditional-numerical-reproducibility mode (``MKL_CBWR=COMPATIBLE,STRICT``). It is the only branch
+  that gives the same bits on Intel *and* non-Intel CPUs: Intel documents that on a non-Intel CPU a
+  request for the AVX2 branch silently runs the ``AUTO`` branch instead, so ``AVX2,STRICT`` (what this
+  module pinned first) reproduced on every Intel AVX2 machine and on none of AMD's — seen here: a fresh
+  clone on a Xeon regenerated 547 of 646 committed numbers differently from the machine that committed
+  them. The SSE2 kernels cost ~15 % of a SegNet-MTAN smoke stage's wall time
+  (``tests/benchmarks/bench_pinning.py``);
 * convolutions through ATen's own path (im2col + MKL GEMM) instead of oneDNN;
 * two threads for PyTorch and MKL, one for OpenBLAS, no dynamic thread counts; ``PYTHONHASHSEED=0``.
 
@@ -37,7 +45,7 @@ THREADS = 2
 #: what every smoke-profile stage runs with
 PINNED_ENVIRONMENT: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_CBWR": "COMPATIBLE,STRICT",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "MKL_NUM_THREADS": str(THREADS),
     "MKL_DYNAMIC": "FALSE",

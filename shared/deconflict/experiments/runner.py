@@ -163,6 +163,8 @@ def train_seed(
     )
     started = time.perf_counter()
     trainer.fit(epoch_batches)
+    if update is not None:  # analyses of the trained model that need the procedure's state (DR-MGF's pruning)
+        update.after_fit(trainer, lambda: evaluator.evaluate(trainer).rows(trainer.epoch, "test"))
     frame = pd.DataFrame(evaluator.rows)
     frame.insert(0, "seed", seed)
     frame.attrs["surgery"] = surgery

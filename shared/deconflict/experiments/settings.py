@@ -12,11 +12,9 @@ import torch
 
 from deconflict.config import load_yaml, reject_unknown, resolve_profile
 from deconflict.errors import ConfigError
+from deconflict.train.config import OPTIMIZERS, build_optimizer
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingSettings", "family_settings"]
-
-#: optimizers a family may train with, by the name its settings use
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 #: learning-rate schedules: ``step`` (× gamma every step_size epochs) and ``multistep`` (× gamma at
 #: each milestone, given as fractions of the epochs, e.g. [0.5, 0.75])
 SCHEDULES = ("step", "multistep", "constant")
@@ -108,11 +106,7 @@ class TrainingSettings:
 
     def build_optimizer(self, parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
         """The optimizer at ``lr`` × ``lr_multiplier``."""
-        options = {k: v for k, v in self.optimizer.items() if k != "name"}
-        try:
-            return OPTIMIZERS[self.optimizer["name"]](parameters, lr=lr * self.lr_multiplier, **options)
-        except TypeError as error:
-            raise ConfigError(f"optimizer options {options} are not accepted: {error}") from None
+        return build_optimizer(parameters, self.optimizer, lr * self.lr_multiplier, "training optimizer")
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         """The learning-rate schedule (stepped once per epoch), or None for a constant rate."""

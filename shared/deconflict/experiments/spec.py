@@ -18,7 +18,15 @@ from deconflict import data, models, optim
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.experiments.families import Family, family_of
-from deconflict.experiments.surgery import ReconOptions, SparseOptions, StrengthOptions, freeze, thaw
+from deconflict.experiments.surgery import (
+    FUSION_PROCEDURES,
+    ReconOptions,
+    SparseOptions,
+    StrengthOptions,
+    freeze,
+    fusion_rule,
+    thaw,
+)
 from deconflict.tasks import Task
 from deconflict.train import TrainConfig, check_weights_task_gradients
 
@@ -26,6 +34,8 @@ __all__ = ["RunSpec", "dataset_tasks", "model_options_of"]
 
 #: options a model takes from the profile's settings (not part of what defines a run)
 PROFILE_MODEL_OPTIONS = ("width",)
+#: the papers' methods as run options (a mapping of their own options, or absent), with their label in run names
+OPTION_FIELDS = {"recon": "recon", "sparse": "st", "strength": "cs", "drmgf": "drmgf", "metagf": "metagf"}
 
 
 def _format_number(value: Any) -> str:
@@ -85,6 +95,10 @@ class RunSpec:
         strength: connection strength's options (:class:`~deconflict.experiments.surgery.StrengthOptions`;
             ``{}``: the paper's), or None. Set: task-specific BN and the two-phase update replace the
             method (which must be ``equal``).
+        drmgf, metagf: DR-MGF's / Meta-GF's options (the keyword options of
+            :class:`~deconflict.methods.drmgf.DRMGFUpdate` / :class:`~deconflict.methods.metagf.MetaGFUpdate`;
+            ``{}``: the paper's), or None. Set: the disentangle-and-fuse procedure replaces the method
+            (which must be ``equal``).
     """
 
     dataset: str
@@ -100,6 +114,8 @@ class RunSpec:
     recon: tuple[tuple[str, Any], ...] | None = None
     sparse: tuple[tuple[str, Any], ...] | None = None
     strength: tuple[tuple[str, Any], ...] | None = None
+    drmgf: tuple[tuple[str, Any], ...] | None = None
+    metagf: tuple[tuple[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         family = self.family
@@ -143,6 +159,22 @@ class RunSpec:
                     "connection strength is its own update rule at parameter level on a multi-task model, "
                     f"without Recon: {self.name!r} needs method 'equal', level 'parameter' and no recon option."
                 )
+        procedures = [key for key in FUSION_PROCEDURES if getattr(self, key) is not None]
+        for key in procedures:
+            fusion_rule(key, thaw(getattr(self, key)))  # unknown or invalid options fail here
+        if procedures and (
+            single
+            or self.level != "parameter"
+            or self.method != "equal"
+            or len(procedures) > 1
+            or self.strength is not None
+            or self.sparse is not None
+        ):
+            raise ConfigError(
+                f"{' and '.join(procedures)} is a training procedure of its own at parameter level on a multi-task "
+                f"model: {self.name!r} needs method 'equal', level 'parameter', one procedure and no strength or "
+                "sparse option (a fixed mask does not survive the fusion of rescaled filters)."
+            )
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -151,7 +183,7 @@ class RunSpec:
         reject_unknown(spec, [f.name for f in fields(cls)], "run setting")
         for key in ("hparams", "model_options"):
             spec[key] = tuple(sorted(dict(spec.get(key) or {}).items()))
-        for key in ("recon", "sparse", "strength"):  # present (even empty: the method's defaults) or absent
+        for key in OPTION_FIELDS:  # present (even empty: the method's defaults) or absent
             if key in spec:
                 spec[key] = freeze(dict(spec[key] or {}))
         if spec.get("lr") is not None:
@@ -169,7 +201,7 @@ class RunSpec:
             for key, value in out.items()
             if key in ("dataset", "model") or value not in (defaults[key], {}, ())
         }
-        for key in ("recon", "sparse", "strength"):
+        for key in OPTION_FIELDS:
             if getattr(self, key) is not None:
                 kept[key] = thaw(getattr(self, key)) or {}
         return kept
@@ -207,7 +239,7 @@ class RunSpec:
             parts.append(f"heads{self.head_gradients}")
         if self.lr is not None:
             parts.append(f"lr{_format_number(self.lr)}")
-        for key, label in (("recon", "recon"), ("sparse", "st"), ("strength", "cs")):
+        for key, label in OPTION_FIELDS.items():
             options = getattr(self, key)
             if options is not None:
                 parts.append(label)

@@ -11,13 +11,17 @@ A run definition (:class:`~deconflict.experiments.RunSpec`) may carry
   :func:`scan_spec` and trained once by :func:`train_scan` for every Recon run that reads it;
 * ``sparse: {...}`` — train with a PSN mask on the shared parameters (:class:`SparseOptions`);
 * ``strength: {...}`` — train with task-specific BN and connection strength-based optimization
-  (:class:`StrengthOptions`).
+  (:class:`StrengthOptions`);
+* ``drmgf: {...}`` / ``metagf: {...}`` — train with DR-MGF's or Meta-GF's disentangle-and-fuse
+  procedure (the keyword options of :class:`~deconflict.methods.drmgf.DRMGFUpdate` /
+  :class:`~deconflict.methods.metagf.MetaGFUpdate`; ``{}``: the paper's settings).
 
 :func:`prepare_model` applies them to a freshly initialised model before training.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +32,7 @@ import pandas as pd
 from deconflict.config import reject_unknown
 from deconflict.errors import ConfigError
 from deconflict.io import read_json
-from deconflict.methods import connection_strength, recon, sparse
+from deconflict.methods import connection_strength, drmgf, metagf, recon, sparse
 
 if TYPE_CHECKING:  # pragma: no cover
     from deconflict.experiments.spec import RunSpec
@@ -36,12 +40,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from deconflict.train import UpdateHook, UpdateRule
 
 __all__ = [
+    "FUSION_PROCEDURES",
     "PRERUNS",
     "RECON_SELECTIONS",
     "SCAN_FILES",
     "ReconOptions",
     "SparseOptions",
     "StrengthOptions",
+    "fusion_rule",
     "prepare_model",
     "recon_layers",
     "run_scan_files",
@@ -204,6 +210,20 @@ class StrengthOptions:
         return connection_strength.ConnectionStrengthUpdate(self.phases, self.draw, self.seed, self.group_bias)
 
 
+#: the disentangle-and-fuse procedures a run definition may name (its key → the update rule's class)
+FUSION_PROCEDURES = {"drmgf": drmgf.DRMGFUpdate, "metagf": metagf.MetaGFUpdate}
+
+
+def fusion_rule(key: str, options: Mapping[str, Any] | None) -> UpdateRule:
+    """The update rule of a ``drmgf:`` / ``metagf:`` run option: the class's keyword options, checked
+    (an unknown key lists the valid ones; a bad value says what is allowed)."""
+    cls = FUSION_PROCEDURES[key]
+    allowed = [name for name in inspect.signature(cls).parameters if name != "lr_scale"]
+    options = dict(options or {})
+    reject_unknown(options, allowed, f"{key} option")
+    return cls(**options)
+
+
 # -- Recon's scan ---------------------------------------------------------------------------------
 def scan_spec(run: RunSpec) -> RunSpec:
     """The definition of the pre-run whose scan gives ``run`` its Recon layers: the run's dataset,
@@ -319,7 +339,7 @@ def prepare_model(
 ) -> tuple[MultiTaskModel, list[UpdateHook], dict[str, Any], UpdateRule | None]:
     """The run's model after Recon's surgery or connection strength's task-specific BN, the update
     hooks of sparse training, what to record of them in the run's summary, and the update rule of a
-    procedure that replaces the method's (connection strength; None otherwise). ``model`` must be
+    procedure that replaces the method's (connection strength, DR-MGF, Meta-GF; None otherwise). ``model`` must be
     freshly initialised (they act before training). ``k_scale`` scales sparse training's K for a model
     narrower than the papers'."""
     hooks: list[UpdateHook] = []
@@ -348,4 +368,9 @@ def prepare_model(
         model = connection_strength.task_specific_bn(model)
         update = chosen_strength.rule()
         record["strength"] = {**asdict(chosen_strength), "layers": [conv for conv, _ in model.pairs]}
+    for key in FUSION_PROCEDURES:
+        options = getattr(run, key)
+        if options is not None:
+            update = fusion_rule(key, thaw(options))
+            record[key] = thaw(options) or {}
     return model, hooks, record, update

@@ -12,9 +12,11 @@ from deconflict.train.callbacks import Callback, StepOutput
 from deconflict.train.checkpoint import load_checkpoint, save_checkpoint
 from deconflict.train.config import (
     HEAD_GRADIENTS,
+    OPTIMIZERS,
     SHARED_SPLITS,
     TrainConfig,
     TrainResult,
+    build_optimizer,
     check_weights_task_gradients,
 )
 from deconflict.train.logging import DvcLiveLogger
@@ -34,6 +36,7 @@ from deconflict.train.update import (
 __all__ = [
     "CHECKPOINT_NAME",
     "HEAD_GRADIENTS",
+    "OPTIMIZERS",
     "SHARED_SPLITS",
     "AggregatedUpdate",
     "Callback",
@@ -48,6 +51,7 @@ __all__ = [
     "UpdateHook",
     "UpdateRule",
     "WeightedLossUpdate",
+    "build_optimizer",
     "check_weights_task_gradients",
     "layer_slices",
     "load_checkpoint",

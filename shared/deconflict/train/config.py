@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from deconflict import optim
 from deconflict.errors import ConfigError
 
-__all__ = ["HEAD_GRADIENTS", "SHARED_SPLITS", "TrainConfig", "TrainResult", "check_weights_task_gradients"]
+__all__ = [
+    "HEAD_GRADIENTS",
+    "OPTIMIZERS",
+    "SHARED_SPLITS",
+    "TrainConfig",
+    "TrainResult",
+    "build_optimizer",
+    "check_weights_task_gradients",
+]
+
+#: optimizers by the name a settings file or a procedure's options use
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 SHARED_SPLITS = ("model", "all_but_heads")
 HEAD_GRADIENTS = ("own", "weighted")
@@ -92,3 +107,20 @@ def check_weights_task_gradients(method: optim.Method | None) -> None:
             f"an aggregator that weights the task gradients ({', '.join(valid)}); "
             f"got {method.name if method is not None else 'no aggregator'}."
         )
+
+
+def build_optimizer(
+    parameters: Iterable[Any], options: Mapping[str, Any], lr: float | None = None, where: str = "optimizer"
+) -> torch.optim.Optimizer:
+    """``options`` = ``{"name": "adam" | "adamw" | "sgd", **keyword options}`` built on ``parameters``
+    (``lr`` replaces the options' own); a clear error for an unknown name or option."""
+    options = dict(options)
+    name = options.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"{where}: the name must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    if lr is not None:
+        options["lr"] = lr
+    try:
+        return OPTIMIZERS[name](parameters, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: options {options} are not accepted by {name}: {error}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # steps (batches) completed
         self.resumed_from_epoch: int | None = None
+        self._data: Iterable[Any] | Callable[[int], Iterable[Any]] | None = None  # what fit() trains on
         self.rule.setup(self)
         for hook in self.hooks:
             hook.setup(self)
@@ -259,6 +260,24 @@ class Trainer:
         self.step += 1
         return output
 
+    def _epoch_data(self) -> Iterable[Any]:
+        """The current epoch's batches as the loop iterates them (``steps_per_epoch`` applied)."""
+        if self._data is None:
+            raise ConfigError("the epoch's batches exist only while fit() runs.")
+        batches = self._data(self.epoch) if callable(self._data) else self._data
+        limit = self.config.steps_per_epoch
+        return batches if limit is None else itertools.islice(batches, limit)
+
+    def epoch_batches(self) -> Iterator[tuple[Any, Any]]:
+        """The current epoch's batches again, as ``(inputs, targets)`` on the model's device: the same
+        batches the loop gives the update rule this epoch, in the same order, when the training data is
+        a function of the epoch (seeded shuffling and augmentation) or a re-iterable collection. For
+        update rules that pass over the epoch more than once (per-task passes before a fusion pass:
+        :mod:`deconflict.methods.fusion`)."""
+        device = next(self.model.parameters()).device
+        for batch in self._epoch_data():
+            yield _to_device(batch, device)
+
     # -- checkpoint / resume -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -313,12 +332,13 @@ class Trainer:
             self.load_state_dict(load_checkpoint(self.checkpoint_path))
             self.resumed_from_epoch = self.epoch
         history: list[list[float]] = []
+        self._data = data
         try:
             for callback in self.callbacks:
                 callback.on_fit_start(self)
             while self.epoch < self.config.epochs:
                 self.rule.start_epoch(self)
-                history.append(self._run_epoch(data))
+                history.append(self._run_epoch())
                 self.rule.end_epoch(self)
                 for built in self.methods.all:
                     built.end_epoch()
@@ -333,6 +353,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_fit_end(self)
         finally:
+            self._data = None
             for callback in self.callbacks:
                 callback.on_fit_exit(self)
         final = history[-1] if history else []
@@ -345,12 +366,10 @@ class Trainer:
             history=history,
         )
 
-    def _run_epoch(self, data: Iterable[Any] | Callable[[int], Iterable[Any]]) -> list[float]:
-        batches = data(self.epoch) if callable(data) else data
+    def _run_epoch(self) -> list[float]:
+        batches = self._epoch_data()
         limit = self.config.steps_per_epoch
-        if limit is not None:
-            batches = itertools.islice(batches, limit)
-        total = limit if limit is not None else (len(data) if hasattr(data, "__len__") else None)
+        total = limit if limit is not None else (len(self._data) if hasattr(self._data, "__len__") else None)
         bar = tqdm(
             batches,
             total=total,

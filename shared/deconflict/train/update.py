@@ -15,8 +15,9 @@ pass, the losses, the gradients and the optimizer step(s). The rules of the meth
 
 :func:`method_update` picks the one a method set needs. The papers' own procedures are rules too
 (``deconflict.methods``): sequential per-task steps within one batch call
-:meth:`Trainer.optimizer_step` once per task; per-task inner updates fused by learned weights run
-their inner steps inside :meth:`UpdateRule.step` or at :meth:`UpdateRule.end_epoch`. A rule's
+:meth:`Trainer.optimizer_step` once per task; per-task passes over the epoch fused by learned weights
+run their passes at :meth:`UpdateRule.start_epoch` (over :meth:`Trainer.epoch_batches`) and fuse in
+:meth:`UpdateRule.step` and :meth:`UpdateRule.end_epoch`. A rule's
 state (``state_dict``) is saved in every checkpoint, so a killed run resumes bit-identically
 whatever rule it trains with. :class:`UpdateHook` objects act on every optimizer step of any rule
 (e.g. a fixed mask on the update of the shared parameters).
@@ -24,6 +25,7 @@ whatever rule it trains with. :class:`UpdateHook` objects act on every optimizer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -89,6 +91,12 @@ class UpdateRule:
 
     def end_epoch(self, trainer: Trainer) -> None:
         """Called after the last batch of every epoch, before the scheduler steps."""
+
+    def after_fit(self, trainer: Trainer, evaluate: Callable[[], list[dict[str, Any]]]) -> None:
+        """Called once training is done (also when a finished run is loaded again), with ``evaluate``:
+        the test metrics of the model as it is then (tidy rows). For analyses of the trained model that
+        need the rule's state (e.g. pruning by DR-MGF's learned routes); the results go to
+        ``records()``."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
