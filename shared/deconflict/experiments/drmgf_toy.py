@@ -5,6 +5,13 @@ whose optima, θ_1* = −[c_1, c_1] and θ_2* = +[c_1, c_1], conflict. Every met
 same seeded initial points and trains with plain SGD; the trajectories of θ_1, θ_2 and the losses
 are recorded at every step. The paper claims (Sec. 1 and Fig. 3) that PCGrad, CAGrad and Nash-MTL
 fail to reach the optimum of both tasks while DR-MGF does; :func:`summarise` measures it.
+
+DR-MGF itself (:class:`~deconflict.methods.drmgf.DRMGFUpdate`) is a training procedure, not a gradient
+method: its routes act on the two shared filters w_1, w_2 (each a 2-vector: one filter of one
+connection, ν_k ∈ ℝ^{1×1} per filter and task), and one DR-MGF epoch is ``epoch_steps`` SGD steps per
+task from the epoch's weights, then ``epoch_steps`` fusion steps. Its trajectory is recorded after every
+epoch, at the step count of the loop (the fusion steps), so its curve has (K + 1) = 3 times the gradient
+evaluations of the others' at the same step.
 """
 
 from __future__ import annotations
@@ -39,7 +46,20 @@ __all__ = [
     "summary_vs_paper",
 ]
 
-NOT_IMPLEMENTED = {"DR-MGF": "not implemented yet: DR-MGF itself comes with a later issue"}
+#: methods the paper makes a claim about that this comparison does not run (none since DR-MGF runs)
+NOT_IMPLEMENTED: dict[str, str] = {}
+#: the papers' training procedures a toy method may name, with the options the toy fixes
+TOY_PROCEDURES = {"drmgf": {"routed": ["w1", "w2"]}}
+TABLE_COLUMNS = (
+    "Method",
+    "Paper: reaches both optima",
+    "Reproduced: reaches both optima",
+    "f1 - f*",
+    "f2 - f*",
+    "max dist to optimum",
+    "steps to tol (median)",
+    "solver fallbacks",
+)
 TRAJECTORY_COLUMNS = ["method", "init", "step", "theta1_x", "theta1_y", "theta2_x", "theta2_y", "f1", "f2"]
 
 
@@ -55,9 +75,28 @@ class ToyMethod:
     def from_params(cls, entry: dict[str, Any]) -> ToyMethod:
         if not isinstance(entry, dict) or "name" not in entry:
             raise ConfigError(f"each toy method needs at least a 'name', got {entry!r}.")
+        hparams = dict(entry.get("hparams", {}))
+        if entry["name"] in TOY_PROCEDURES:
+            epoch_steps = hparams.get("epoch_steps")
+            if not isinstance(epoch_steps, int) or epoch_steps < 1:
+                raise ConfigError(f"toy method {entry['name']!r} needs hparams.epoch_steps, an integer ≥ 1.")
+            _procedure(entry["name"], hparams)  # invalid options fail here, before any training
+            return cls(name=entry["name"], label=str(entry.get("label", entry["name"])), hparams=hparams)
         name = optim.canonical_name(entry["name"])  # unknown names fail here, before any training
-        optim.get(name, **entry.get("hparams", {}))  # and invalid hyperparameters too
-        return cls(name=name, label=str(entry.get("label", name)), hparams=dict(entry.get("hparams", {})))
+        optim.get(name, **hparams)  # and invalid hyperparameters too
+        return cls(name=name, label=str(entry.get("label", name)), hparams=hparams)
+
+    @property
+    def is_procedure(self) -> bool:
+        return self.name in TOY_PROCEDURES
+
+
+def _procedure(name: str, hparams: dict[str, Any]) -> Any:
+    """The update rule of a toy procedure (its ``epoch_steps`` is the toy's, not the rule's)."""
+    from deconflict.methods.drmgf import DRMGFUpdate
+
+    options = {key: value for key, value in hparams.items() if key != "epoch_steps"}
+    return DRMGFUpdate(**TOY_PROCEDURES[name], **options)
 
 
 @dataclass(frozen=True)
@@ -107,10 +146,11 @@ def sample_inits(n: int, seed: int, low: float = -1.0, high: float = 1.0) -> lis
 
 
 class TrajectoryRecorder(Callback):
-    """Records θ_1, θ_2, f_1 and f_2 at the start and after every step."""
+    """Records θ_1, θ_2, f_1 and f_2 at the start and after every step (``per_epoch``: after every epoch,
+    for procedures whose model changes at the end of an epoch)."""
 
-    def __init__(self, c1: float, c2: float) -> None:
-        self.c1, self.c2 = c1, c2
+    def __init__(self, c1: float, c2: float, per_epoch: bool = False) -> None:
+        self.c1, self.c2, self.per_epoch = c1, c2, per_epoch
         self.rows: list[list[float]] = []
 
     def _record(self, model: DRMGFToy, step: int) -> None:
@@ -124,7 +164,12 @@ class TrajectoryRecorder(Callback):
             self._record(trainer.model, 0)
 
     def on_step_end(self, trainer: Trainer, output: StepOutput) -> None:
-        self._record(trainer.model, output.step)
+        if not self.per_epoch:
+            self._record(trainer.model, output.step)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        if self.per_epoch:
+            self._record(trainer.model, trainer.step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -142,15 +187,23 @@ def run_toy(
     """
     model = DRMGFToy(init)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
-    built = optim.get(method.name, **method.hparams)
-    chunk = 100 if settings.steps % 100 == 0 else settings.steps
-    recorder = TrajectoryRecorder(settings.c1, settings.c2)
+    if method.is_procedure:
+        torch.manual_seed(settings.seed)  # the routes' initialisation
+        built, rule = None, _procedure(method.name, method.hparams)
+        chunk = int(method.hparams["epoch_steps"])
+    else:
+        built, rule = optim.get(method.name, **method.hparams), None
+        chunk = 100 if settings.steps % 100 == 0 else settings.steps
+    if settings.steps % chunk:
+        raise ConfigError(f"toy steps ({settings.steps}) must be a multiple of {method.label}'s epoch ({chunk} steps).")
+    recorder = TrajectoryRecorder(settings.c1, settings.c2, per_epoch=rule is not None)
     trainer = Trainer(
         model,
         lambda outputs, _targets: toy_objective(outputs, settings.c1, settings.c2),
         optimizer,
-        weighting=built if built.category == "weighting" else None,
-        aggregator=built if built.category == "aggregator" else None,
+        weighting=built if built is not None and built.category == "weighting" else None,
+        aggregator=built if built is not None and built.category == "aggregator" else None,
+        update=rule,
         config=TrainConfig(
             epochs=settings.steps // chunk, steps_per_epoch=chunk, log_every=10, checkpoint_every=1, progress=False
         ),
@@ -222,8 +275,8 @@ def paper_claims(reference: pd.DataFrame) -> dict[str, bool]:
 def summary_vs_paper(summary: pd.DataFrame, reference: pd.DataFrame, f_star: float) -> pd.DataFrame:
     """The figure's table: the paper's claim beside what the reproduction measured, one row per method.
 
-    Methods the paper makes a claim about but that are not reproduced yet (DR-MGF) get a row that
-    says so instead of numbers.
+    Methods the paper makes a claim about that this comparison does not run get a row that says so
+    instead of numbers.
     """
     claims = paper_claims(reference)
     rows = []
@@ -245,23 +298,14 @@ def summary_vs_paper(summary: pd.DataFrame, reference: pd.DataFrame, f_star: flo
                 "solver fallbacks": str(row.solver_fallbacks),
             }
         )
-    for method, note in NOT_IMPLEMENTED.items():
-        if method in claims and method not in set(summary["method"]):
+    for method, claim in claims.items():
+        if method not in set(summary["method"]):
             rows.append(
                 {
                     "Method": method,
-                    "Paper: reaches both optima": "yes" if claims[method] else "no",
-                    "Reproduced: reaches both optima": note,
-                    **{
-                        column: "—"
-                        for column in (
-                            "f1 - f*",
-                            "f2 - f*",
-                            "max dist to optimum",
-                            "steps to tol (median)",
-                            "solver fallbacks",
-                        )
-                    },
+                    "Paper: reaches both optima": "yes" if claim else "no",
+                    "Reproduced: reaches both optima": NOT_IMPLEMENTED.get(method, "not run in this comparison"),
+                    **{column: "—" for column in TABLE_COLUMNS[3:]},
                 }
             )
     return pd.DataFrame(rows)
