@@ -4,6 +4,7 @@
     python pipelines/launch.py --slurm --partition gpu --timeout-min 2880 --paper drmgf
     python pipelines/launch.py --status                        # what the jobs of earlier launches are doing
     python pipelines/launch.py --collect && dvc repro          # record finished runs; dvc repro then only renders
+    python pipelines/launch.py --workers 2 --wait && dvc repro  # CPU workers side by side, recorded (make repro)
 
 Every training stage of pipelines/dvc.yaml that DVC finds stale (of the given papers, or all) goes to
 submitit, which runs the stage's own command; runs resume from their checkpoints, so a requeued or
@@ -22,7 +23,7 @@ from pathlib import Path
 from deconflict.cli import entrypoint
 from deconflict.config import load_plugins, load_root_params
 from deconflict.errors import ConfigError
-from deconflict.experiments.launch import collect, job_status, launch
+from deconflict.experiments.launch import collect, job_status, launch, run_here
 from deconflict.experiments.tables import load_run_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mem-gb", type=int, default=32)
     parser.add_argument("--status", action="store_true", help="show the jobs of earlier launches")
     parser.add_argument("--collect", action="store_true", help="record the finished runs in dvc.lock")
+    parser.add_argument(
+        "--wait", action="store_true", help="local: wait for the workers, record their runs, launch what then can start"
+    )
     args = parser.parse_args(argv)
     load_plugins(load_root_params(args.repo))
     if args.status:
@@ -73,6 +77,17 @@ def main(argv: list[str] | None = None) -> None:
             print("now `dvc repro` renders the tables (the recorded runs are up to date).")
         return
     selected = sorted(set(args.run) | set(runs_of(args.paper))) if (args.run or args.paper) else None
+    if args.wait:
+        if args.slurm or args.gpus:
+            raise ConfigError(
+                "--wait trains here with CPU workers (--workers N); for GPUs or SLURM use --collect later."
+            )
+        print(f"launch: training the plan's stale runs with {args.workers} local worker(s)", flush=True)
+        totals = run_here(args.repo, args.workers, selected)
+        print(f"trained and recorded {len(totals['recorded'])} run(s) with {args.workers} worker(s)")
+        if totals["failed"]:
+            print(f"failed (dvc repro runs them again and shows why): {', '.join(totals['failed'])}")
+        return
     slurm = {
         "timeout_min": args.timeout_min,
         "gpus_per_node": args.gpus_per_job,

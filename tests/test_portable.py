@@ -65,7 +65,7 @@ def fake_checkout(tmp_path: Path, profile: str) -> Path:
 
 
 def test_a_smoke_stage_pins_its_kernels_and_threads(tmp_path):
-    assert probe(fake_checkout(tmp_path, "smoke")) == ["AVX2", "2", "False", "False", "COMPATIBLE,STRICT"]
+    assert probe(fake_checkout(tmp_path, "smoke")) == ["AVX2", "1", "False", "False", "COMPATIBLE,STRICT"]
 
 
 def test_the_full_profile_and_the_opt_out_keep_the_fastest_kernels(tmp_path):

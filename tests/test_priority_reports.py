@@ -11,7 +11,8 @@ import pytest
 
 from deconflict.errors import ConfigError
 from deconflict.reporting import open_report
-from deconflict.reporting.priority_figures import loss_trends, read_procedure
+from deconflict.reporting.priority_figures import STRENGTH_HINT, loss_trends
+from deconflict.reporting.run_tables import read_procedure
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "papers" / "task_priority" / "params.yaml"
@@ -37,7 +38,7 @@ def test_loss_trends_correlate_each_task_pair_over_the_last_window_steps():
 
 def test_a_run_without_connection_strength_has_no_priorities_to_draw():
     with pytest.raises(ConfigError, match="not a connection-strength run"):
-        read_procedure(REPO / "pipelines" / "runs", "cityscapes-split-equal-lr5e-05", "priorities")
+        read_procedure(REPO / "pipelines" / "runs", "cityscapes-split-equal-lr5e-05", "priorities", STRENGTH_HINT)
 
 
 def test_figs_3_and_4_read_every_epoch_of_the_phase_runs():

@@ -156,12 +156,30 @@ def load_plugins(root: RootParams) -> list[str]:
 
 
 def paper_tables(params_path: str | Path) -> dict[str, dict[str, Any]]:
-    """The ``tables`` section of a paper's params file: table id → its declaration (with its ``kind``)."""
+    """The ``tables`` section of a paper's params file: table id → its declaration (with its ``kind``).
+
+    A declaration with ``like: <another table's id>`` takes every field of that table that it does not
+    set itself (e.g. a figure drawn from a table's rows: ``{like: table6_nyuv2, kind: run_scatter, ...}``);
+    ``reference`` and ``input`` stay its own to give, since the paper's ``render`` stage reads them.
+    """
     params = load_yaml(params_path)
-    tables = params.get("tables") or {}
+    tables = dict(params.get("tables") or {})
     for table_id, section in tables.items():
         if not isinstance(section, dict) or "kind" not in section:
             raise ConfigError(f"{params_path} tables.{table_id}: every table needs a kind (e.g. run_table).")
+    for table_id, section in list(tables.items()):
+        if "like" in section:
+            model = tables.get(section["like"])
+            if model is None or "like" in model:
+                raise ConfigError(
+                    f"{params_path} tables.{table_id}: like: {section['like']!r} must name another table of this "
+                    f"paper that has no like: of its own (the tables are {sorted(tables)})."
+                )
+            missing = [key for key in ("reference", "input") if key not in section]
+            if missing:
+                raise ConfigError(f"{params_path} tables.{table_id}: a like: table gives its own {missing}.")
+            inherited = {key: copy.deepcopy(value) for key, value in model.items() if key not in ("title",)}
+            tables[table_id] = {**inherited, **{k: v for k, v in section.items() if k != "like"}}
     return tables
 
 

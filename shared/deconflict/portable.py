@@ -20,7 +20,7 @@ off in PyTorch: :func:`apply_torch_settings`):
   them. The SSE2 kernels cost ~15 % of a SegNet-MTAN smoke stage's wall time
   (``tests/benchmarks/bench_pinning.py``);
 * convolutions through ATen's own path (im2col + MKL GEMM) instead of oneDNN;
-* two threads for PyTorch and MKL, one for OpenBLAS, no dynamic thread counts; ``PYTHONHASHSEED=0``.
+* one thread for PyTorch, MKL and OpenBLAS, no dynamic thread counts; ``PYTHONHASHSEED=0``.
 
 A stage entry point calls :func:`pin_process` before it imports NumPy or PyTorch: under the smoke
 profile, if the process is not pinned yet, it re-executes itself with the pinned environment (so
@@ -39,8 +39,11 @@ from pathlib import Path
 
 __all__ = ["PINNED_ENVIRONMENT", "THREADS", "apply_torch_settings", "is_pinned", "pin_process"]
 
-#: threads of PyTorch and MKL in the smoke profile (a machine with fewer cores runs them time-shared)
-THREADS = 2
+#: threads of PyTorch and MKL in the smoke profile: one, so that a stage's numbers never depend on the
+#: cores, and stages run side by side instead (``make repro`` trains two at a time: the smoke tensors are
+#: too small for a second thread to pay — one thread per stage was faster even alone, 19.7 s against
+#: 22.5 s for two runs on 2 cores, and two such stages side by side took 11.8 s)
+THREADS = 1
 
 #: what every smoke-profile stage runs with
 PINNED_ENVIRONMENT: dict[str, str] = {

@@ -42,6 +42,8 @@ __all__ = [
     "job_status",
     "launch",
     "read_ledger",
+    "run_here",
+    "stage_seconds",
     "train_stages",
     "triage",
 ]
@@ -113,17 +115,21 @@ class StageRunner:
     environment: dict[str, str] = field(default_factory=dict)
 
     def __call__(self) -> dict[str, Any]:
-        finished, failed = [], {}
+        import time
+
+        finished, failed, seconds = [], {}, {}
         env = {**os.environ, **self.environment}
         for stage in self.stages:
+            started = time.perf_counter()
             result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
+            seconds[stage.address] = time.perf_counter() - started
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             if result.returncode == 0:
                 finished.append(stage.run)
             else:
                 failed[stage.run] = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
-        return {"finished": finished, "failed": failed}
+        return {"finished": finished, "failed": failed, "seconds": seconds}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit calls this before requeueing a timed-out or pre-empted job: run the same again
@@ -276,9 +282,55 @@ def collect(repo: str | Path) -> dict[str, list[str]]:
         if run not in stale:
             continue
         status = job_status(entry)
-        if status == "done":
-            subprocess.run(["dvc", "commit", "--force", stale[run].address], cwd=repo, check=True, capture_output=True)
-            report["recorded"].append(run)
-        else:
-            report[status].append(run)
+        report["recorded" if status == "done" else status].append(run)
+    if report["recorded"]:  # one DVC process for all of them (each start of DVC costs seconds)
+        addresses = [stale[run].address for run in report["recorded"]]
+        subprocess.run(["dvc", "commit", "--force", *addresses], cwd=repo, check=True, capture_output=True)
     return report
+
+
+def stage_seconds(repo: str | Path) -> dict[str, float]:
+    """Every finished job's wall time per stage (its DVC address → seconds), from submitit's results."""
+    from submitit.core.utils import JobPaths, pickle_load
+
+    seconds: dict[str, float] = {}
+    for entry in read_ledger(Path(repo).resolve()).values():
+        paths = JobPaths(entry["folder"], job_id=entry["job_id"], task_id=0)
+        if paths.result_pickle.exists():
+            outcome, result = pickle_load(paths.result_pickle)
+            if outcome == "success":
+                seconds.update(result.get("seconds", {}))
+    return seconds
+
+
+def wait_for(repo: str | Path, runs: Sequence[str], poll: float = 1.0) -> None:
+    """Block until no job of the ledger is active on any of ``runs``."""
+    import time
+
+    repo = Path(repo).resolve()
+    pending = set(runs)
+    while pending:
+        ledger = read_ledger(repo)
+        pending = {run for run in pending if run in ledger and job_status(ledger[run]) == "active"}
+        if pending:
+            time.sleep(poll)
+
+
+def run_here(repo: str | Path, workers: int, runs: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Train every stale run here with ``workers`` local CPU workers side by side, wait for them and record
+    them (:func:`collect`), in rounds until nothing more can start (Recon's runs start once their scans are
+    recorded). What ``make repro`` does before ``dvc repro``, which then only renders: the smoke profile's
+    stages each run on one thread, so two workers use two cores. Returns every round's ``recorded`` and
+    ``failed`` runs (a failed run is left to ``dvc repro``, which runs it again and shows its error)."""
+    totals: dict[str, list[str]] = {"recorded": [], "failed": []}
+    while True:
+        report = launch(repo, executor="local", runs=runs, workers=workers)
+        if not report["submitted"]:
+            break
+        wait_for(repo, report["submitted"])
+        collected = collect(repo)
+        totals["recorded"] += collected["recorded"]
+        totals["failed"] += collected["failed"]
+        if not collected["recorded"] or not report["waiting_for_scan"]:
+            break
+    return totals

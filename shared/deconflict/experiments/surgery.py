@@ -216,11 +216,17 @@ FUSION_PROCEDURES = {"drmgf": drmgf.DRMGFUpdate, "metagf": metagf.MetaGFUpdate}
 
 def fusion_rule(key: str, options: Mapping[str, Any] | None) -> UpdateRule:
     """The update rule of a ``drmgf:`` / ``metagf:`` run option: the class's keyword options, checked
-    (an unknown key lists the valid ones; a bad value says what is allowed)."""
+    (an unknown key lists the valid ones; a bad value says what is allowed). ``settings: <name>`` starts
+    from one of the class's ``PRESETS`` (e.g. ``nyuv2_code``: the official code's), the other keys override it."""
     cls = FUSION_PROCEDURES[key]
     allowed = [name for name in inspect.signature(cls).parameters if name != "lr_scale"]
     options = dict(options or {})
-    reject_unknown(options, allowed, f"{key} option")
+    preset = options.pop("settings", None)
+    if preset is not None:
+        if preset not in cls.PRESETS:
+            raise ConfigError(f"{key} settings must be one of {', '.join(cls.PRESETS)}, got {preset!r}.")
+        options = {**cls.PRESETS[preset], **options}
+    reject_unknown(options, [*allowed, "settings"], f"{key} option")
     return cls(**options)
 
 

@@ -21,6 +21,7 @@ kind ``run_table`` put training runs beside the paper's printed numbers::
           Cagrad [26]: {method: cagrad, hparams: {c: 0.4}}
           DR-MGF: {later: "DR-MGF (issue on the paper's own methods)"}
           Rotograd [21]: {not_run: "why"}
+          DR-MGF (official code): {extra: "why", drmgf: {settings: nyuv2_code}}   # a row the paper does not print
 
 The metric columns are found from the dataset's tasks (each task's printed column labels,
 :class:`~deconflict.tasks.MetricColumn`); ``columns: {label: {task: …, metric: …, scale: …}}`` adds
@@ -109,6 +110,7 @@ class RowSpec:
     runs: tuple[RunSpec, ...] = ()
     later: str | None = None  # the paper's own method: comes with a later issue
     not_run: str | None = None  # a baseline this project does not run, and why
+    extra: str | None = None  # a row the paper does not print (e.g. another implementation's settings), and why
 
     @property
     def status(self) -> str:
@@ -117,7 +119,7 @@ class RowSpec:
 
     @property
     def reason(self) -> str:
-        return self.later or self.not_run or ""
+        return self.later or self.not_run or self.extra or ""
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def _row(label: str, spec: Mapping[str, Any] | None, defaults: Mapping[str, Any]
     spec = dict(spec or {})
     if "later" in spec or "not_run" in spec:
         return RowSpec(label, later=spec.get("later"), not_run=spec.get("not_run"))
+    extra = spec.pop("extra", None)
     merged = {**defaults, **spec, "dataset": dataset}
     merged["hparams"] = {**dict(defaults.get("hparams") or {}), **dict(spec.get("hparams") or {})}
     try:
@@ -168,7 +171,7 @@ def _row(label: str, spec: Mapping[str, Any] | None, defaults: Mapping[str, Any]
             runs = (RunSpec.from_dict(merged),)
     except ConfigError as error:
         raise ConfigError(f"{where}, row {label!r}: {error}") from None
-    return RowSpec(label, runs=runs)
+    return RowSpec(label, runs=runs, extra=None if extra is None else str(extra))
 
 
 def _columns(dataset: str, overrides: Mapping[str, Any], where: str) -> dict[str, ColumnSpec]:
@@ -248,6 +251,10 @@ ROW_KINDS: dict[str, tuple[str, ...]] = {
     "conflict_incidence": (),  # sparse training's incidence of conflict
     "sparsity_sweep": (),  # sparse training's Fig. 5(b): a run table drawn against % trainable
     "priority_trends": ("window",),  # the task-priority paper's Figs. 3 and 4 (connection-strength runs)
+    "loss_curves": (),  # training-loss curves of each row's run (DR-MGF Fig. 13(b))
+    "run_scatter": (),  # a run table's rows as Δm against #P (DR-MGF Fig. 1(b))
+    "route_pruning": (),  # DR-MGF Fig. 14(a): pruning by the learned importance (DR-MGF runs)
+    "conflict_gain": (),  # DR-MGF Fig. 5's Pearson r of C and G in the runs' conflict tables
 }
 
 
@@ -386,7 +393,7 @@ def reproduce_table(
     records = []
     for row in table.rows:
         printed = reference[reference["row"] == row.label]
-        if printed.empty:
+        if printed.empty and not row.extra:
             raise ConfigError(f"{table.reference} has no row {row.label!r} (rows: {sorted(set(reference['row']))}).")
         paper = {"row": row.label, "source": "paper", "status": row.status}
         for _, cell in printed.iterrows():

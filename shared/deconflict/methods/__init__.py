@@ -11,15 +11,17 @@ Each gets one module here, usable on any model of the library outside the pipeli
 * ``connection_strength`` — task priority (Jeong & Yoon, CVPR 2024): task-specific BN, connection
   strengths, sequential per-task steps (Phase 1) and per-channel projection (Phase 2) (an
   :class:`~deconflict.train.UpdateRule`);
-* ``drmgf`` / ``metagf`` — DR-MGF and Meta-GF: routes, per-task disentanglement from w0 and
-  meta-weighted fusion of the per-task updates (an :class:`~deconflict.train.UpdateRule` whose
-  fusion runs at the end of an epoch).
+* ``fusion`` — the disentangle-and-fuse procedure DR-MGF and Meta-GF share: per epoch, one pass per
+  task from the epoch's weights, then a pass that learns how to fuse the task results (an
+  :class:`~deconflict.train.UpdateRule` over the epoch's batches);
+* ``drmgf`` — DR-MGF (Sun et al.): task-specific routes on the shared convolutions (Eq. 5–7, 10),
+  expected gradients (Eq. 9), meta-weighted fusion by the learned importance (Eq. 8), DR-avgF, and the
+  pruning analysis of Fig. 14(a);
+* ``metagf`` — Meta-GF (ECCV 2022): the same passes without routes, fused by meta-weights.
 
 They sit above the training engine (layer 6), whose update rules and hooks they implement, and
-below the experiment core (layer 8), which builds runs with them (``recon:``, ``sparse:`` and ``strength:`` options
-of a run definition, :mod:`deconflict.experiments.surgery`). Recon, sparse training and
-connection strength are here; DR-MGF and Meta-GF come with the rest of the issue on the papers'
-training procedures (their rows in the papers' tables say so: ``later``).
+below the experiment core (layer 8), which builds runs with them (``recon:``, ``sparse:``, ``strength:``,
+``drmgf:`` and ``metagf:`` options of a run definition, :mod:`deconflict.experiments.surgery`).
 """
 
-__all__ = ["connection_strength", "recon", "sparse"]
+__all__ = ["connection_strength", "drmgf", "fusion", "metagf", "recon", "sparse"]

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FUSIONS",
     "NORMALISATIONS",
+    "NYUV2_CODE",
     "ROUTE_INITS",
     "DRMGFUpdate",
     "fusion_normalise",
@@ -82,6 +83,21 @@ NORMALISATIONS = ("paper", "lrn")
 #: ``meta`` (Eq. 8: ν learned by the outer optimisation), ``scaled`` (the official code: ν′·|s| with
 #: separate learned scalars s) or ``average`` (DR-avgF: the plain mean, nothing learned)
 FUSIONS = ("meta", "scaled", "average")
+#: the official NYUv2 code's settings (``SYVAE/DR-MGF`` ``run.sh`` and trainer; team notes §1.2–1.6), one
+#: keyword option each: ``DRMGFUpdate(**NYUV2_CODE)`` or ``drmgf: {settings: nyuv2_code}`` in a run's row
+NYUV2_CODE = {
+    "init": "norm",
+    "normalisation": "lrn",
+    "mixing": 10.0,
+    "route_epochs": 100,
+    "fusion": "scaled",
+    "ema": 0.9,
+    "ema_start": 100,
+    "bn_stats": "mixture",
+    "beta": 0.5,
+    "task_weights": {"normal": 10.0},
+    "nu_optimizer": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0},
+}
 #: Sec. 4.1.3: "optimize them using SGD with a momentum of 0.9 and a weight decay of 10^-5 … 10^-1"
 PAPER_NU_OPTIMIZER = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-5}
 
@@ -141,6 +157,9 @@ def important_connections(weights: Tensor, ratio: float = 1.0) -> Tensor:
 class DRMGFUpdate(FusionUpdate):
     """DR-MGF's training procedure (module docstring; Alg. 1) as an update rule.
 
+    ``PRESETS`` name sets of options (a run's ``drmgf: {settings: <name>}``): ``paper`` (the defaults) and
+    ``nyuv2_code`` (:data:`NYUV2_CODE`).
+
     Args:
         routed: names of the parameters that get routes (default: every shared convolution's weight).
         beta: β of Eq. 10 (0.4; the official ``run.sh`` 0.5).
@@ -155,6 +174,8 @@ class DRMGFUpdate(FusionUpdate):
         lr_scale: multiplies both optimizers' learning rates.
         prune_ratio: the margin of :func:`important_connections` in :meth:`after_fit`.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "nyuv2_code": NYUV2_CODE}
 
     def __init__(
         self,

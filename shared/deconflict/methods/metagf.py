@@ -29,7 +29,7 @@ option             official code
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -40,7 +40,7 @@ from deconflict.methods.fusion import FusionUpdate
 if TYPE_CHECKING:  # pragma: no cover
     from deconflict.train.loop import Trainer
 
-__all__ = ["GRANULARITIES", "WEIGHTINGS", "MetaGFUpdate", "meta_weight_shape"]
+__all__ = ["GRANULARITIES", "MULTITASK_CODE", "WEIGHTINGS", "MetaGFUpdate", "meta_weight_shape"]
 
 GRANULARITIES = ("layer", "channel", "connection")
 WEIGHTINGS = ("sigmoid", "exp")
@@ -56,8 +56,22 @@ def meta_weight_shape(shape: torch.Size | tuple[int, ...], granularity: str) -> 
     return (shape[0], *([1] * (dims - 1)))
 
 
+#: the multi-task Meta-GF-V2 code's settings (``F0_QuicklyApplication_MetaGF_ForMultitask``: σ(w) per
+#: connection from 0, aux 0.5 and EMA 0.9 of ``run_MetaGF.sh``, Adam at the network's 1e-4)
+MULTITASK_CODE = {
+    "granularity": "connection",
+    "init": 0.0,
+    "aux": 0.5,
+    "ema": 0.9,
+    "meta_optimizer": {"name": "adam", "lr": 1e-4},
+}
+
+
 class MetaGFUpdate(FusionUpdate):
     """Meta-GF's training procedure (module docstring) as an update rule.
+
+    ``PRESETS`` name sets of options (a run's ``metagf: {settings: <name>}``): ``code`` (the defaults: the
+    layer-wise ResNet-56 / MSDNet code) and ``multitask_code`` (:data:`MULTITASK_CODE`).
 
     Args:
         aux: the other tasks' weight in a task's pass.
@@ -66,6 +80,8 @@ class MetaGFUpdate(FusionUpdate):
         meta_optimizer: the outer optimisation's optimizer (default Adam, lr 0.1).
         bn_stats, task_weights, lr_scale: :class:`~deconflict.methods.fusion.FusionUpdate`.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"code": {}, "multitask_code": MULTITASK_CODE}
 
     def __init__(
         self,

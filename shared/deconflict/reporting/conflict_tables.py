@@ -10,7 +10,11 @@ These reports read the rows over the whole shared part at parameter level:
   "Reduction (%)" of the conflicting tail against the baseline row (:func:`~deconflict.analysis.tail_reduction`);
 * ``conflict_incidence`` — sparse training's Tabs. 6 and 13 and Figs. 8, 9, 12, 13: the average incidence
   of gradient conflict (Sec. 4.1, :func:`~deconflict.analysis.incidence_of_conflict`) over all epochs and
-  the last 50 %, with each *w/ ST* row's improvement over its method without ST, and per epoch.
+  the last 50 %, with each *w/ ST* row's improvement over its method without ST, and per epoch;
+* ``conflict_gain`` — DR-MGF Fig. 5's measure on any run: the Pearson correlation of the conflict value C
+  (Eq. 2, per shared filter) and the relative convergence gain G (Eq. 3) over the monitored steps and
+  task pairs (both directions), for the whole shared part and per shared layer
+  (:func:`~deconflict.analysis.conflict_gain_correlation`).
 
 A table's rows are declared like a run table's (``run`` defaults, ``rows`` of run options), so the
 runs they read are in the run plan and trained once for every table that needs them.
@@ -26,12 +30,13 @@ from deconflict.analysis import (
     RECON_BINS,
     WHOLE_SHARED,
     bin_labels,
+    conflict_gain_correlation,
     cosine_distribution,
     incidence_of_conflict,
     tail_reduction,
 )
 from deconflict.config import load_yaml
-from deconflict.errors import ConfigError
+from deconflict.errors import ConfigError, ShapeError
 from deconflict.experiments.reference import load_reference
 from deconflict.experiments.runner import CONFLICT_FILES
 from deconflict.experiments.tables import RowSpec, RunTable, load_run_table
@@ -39,14 +44,15 @@ from deconflict.reporting.report import Report, register_report
 from deconflict.reporting.run_tables import _key
 from deconflict.reporting.style import profile_note
 
-__all__ = ["ConflictDistributionReport", "ConflictIncidenceReport", "whole_shared_rows"]
+__all__ = ["ConflictDistributionReport", "ConflictGainReport", "ConflictIncidenceReport", "whole_shared_rows"]
 
 #: incidence columns, as the sparse-training paper prints them
 ALL_EPOCHS, LAST_HALF = "All epochs", "Last 50% epochs"
 
 
-def whole_shared_rows(runs_dir, row: RowSpec, table: str = "pairs") -> pd.DataFrame:
-    """The parameter-level rows over the whole shared part of the row's runs' conflict tables."""
+def whole_shared_rows(runs_dir, row: RowSpec, table: str = "pairs", whole: bool = True) -> pd.DataFrame:
+    """The parameter-level rows over the whole shared part of the row's runs' conflict tables (``whole=False``:
+    every layer's rows too)."""
     frames = []
     for run in row.runs:
         path = runs_dir / run.name / (CONFLICT_FILES[0] if table == "pairs" else CONFLICT_FILES[1])
@@ -58,7 +64,8 @@ def whole_shared_rows(runs_dir, row: RowSpec, table: str = "pairs") -> pd.DataFr
                 f"run {run.name!r} recorded no gradient conflict: set conflict_every in the profile's "
                 "training settings (pipelines/params.yaml) and run `dvc repro`."
             )
-        frames.append(frame[(frame["level"] == "parameter") & (frame["layer"] == WHOLE_SHARED)])
+        keep = frame["level"] == "parameter"
+        frames.append(frame[keep & (frame["layer"] == WHOLE_SHARED)] if whole else frame[keep])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -250,3 +257,79 @@ class ConflictIncidenceReport(_RowsReport):
         fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
         plot = per_epoch.assign(series="incidence per epoch")
         return self.save_figure(fig, "incidence", f"{self.title}: incidence of gradient conflict", plot)
+
+
+@register_report
+class ConflictGainReport(_RowsReport):
+    """Pearson r of DR-MGF's conflict value C and convergence gain G in each row's runs (the measure of Fig. 5)."""
+
+    kind = "conflict_gain"
+
+    def points(self) -> pd.DataFrame:
+        """Every (C, G) point of every row over the whole shared part: ``row``, ``x`` (C), ``value`` (G)."""
+        frames = []
+        for row in self.spec.rows:
+            if not row.runs:
+                continue
+            pairs = whole_shared_rows(self.runs_dir, row)
+            c = pd.concat([pairs["conflict_value_ij"], pairs["conflict_value_ji"]], ignore_index=True)
+            g = pd.concat([pairs["convergence_gain_ij"], pairs["convergence_gain_ji"]], ignore_index=True)
+            frames.append(pd.DataFrame({"row": row.label, "x": c, "value": g}))
+        return pd.concat(frames, ignore_index=True)
+
+    def table(self) -> pd.DataFrame:
+        """Per row: r over the whole shared part, the median r over the shared layers, and the points used."""
+        records = []
+        for row in self.spec.rows:
+            if not row.runs:
+                continue
+            pairs = whole_shared_rows(self.runs_dir, row, whole=False)
+            layers = [layer for layer in dict.fromkeys(pairs["layer"]) if layer != WHOLE_SHARED]
+            per_layer = []
+            for layer in layers:
+                try:
+                    per_layer.append(conflict_gain_correlation(pairs, layer))
+                except ShapeError:  # a layer whose C is constant (e.g. never in conflict) has no correlation
+                    continue
+            whole = pairs[pairs["layer"] == WHOLE_SHARED]
+            records.append(
+                {
+                    "row": row.label,
+                    "Pearson r (whole shared part)": conflict_gain_correlation(whole),
+                    "median r over layers": float(pd.Series(per_layer).median()) if per_layer else float("nan"),
+                    "layers": len(per_layer),
+                    "(C, G) points": 2 * len(whole),
+                }
+            )
+        shown = pd.DataFrame.from_records(records)
+        self.writer.table(
+            shown.round(3),
+            self.table_id,
+            caption=f"{self.title}: Pearson r of C and G ({profile_note(self.profile, short=True)})",
+            source=self._source("conflict_pairs.csv (C and G per monitored step and task pair)"),
+        )
+        self.dvc = {
+            _key(r["row"]): {"r": float(r["Pearson r (whole shared part)"])} for r in shown.to_dict(orient="records")
+        }
+        return shown
+
+    def figure(self):
+        """G against C for every row (whole shared part), each with its r."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        points = self.points()
+        labels = list(dict.fromkeys(points["row"]))
+        columns = min(4, len(labels))
+        rows = -(-len(labels) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+        for ax, label in zip(axes.flat, labels):
+            part = points[points["row"] == label]
+            sns.scatterplot(data=part, x="x", y="value", s=14, ax=ax)
+            r = part["x"].corr(part["value"])
+            ax.set(title=f"{label} (r = {r:.2f})", xlabel="conflict value C", ylabel="convergence gain G")
+        for ax in list(axes.flat)[len(labels) :]:
+            ax.axis("off")
+        fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
+        plot = points.assign(series="G against C")
+        return self.save_figure(fig, "scatter", f"{self.title}: G against C per row", plot)

@@ -23,27 +23,12 @@ from deconflict.errors import ConfigError
 from deconflict.experiments.runner import PROCEDURE_FILE
 from deconflict.reporting.conflict_tables import _RowsReport
 from deconflict.reporting.report import register_report
-from deconflict.reporting.run_tables import _key
+from deconflict.reporting.run_tables import _key, read_procedure
 from deconflict.reporting.style import profile_note
 
-__all__ = ["PriorityTrendsReport", "loss_trends", "read_procedure"]
+__all__ = ["PriorityTrendsReport", "loss_trends"]
 
-
-def read_procedure(runs_dir, run_name: str, record: str) -> pd.DataFrame:
-    """The ``record`` rows (``phases`` or ``priorities``) of a run's ``procedure.csv``, with a clear error."""
-    path = runs_dir / run_name / PROCEDURE_FILE
-    if not path.is_file():
-        raise ConfigError(f"run {run_name!r} has no {PROCEDURE_FILE} in {path.parent}: run `dvc repro`.")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # a run of a deconflict.optim method records nothing here
-        frame = pd.DataFrame()
-    if frame.empty or "record" not in frame or not (frame["record"] == record).any():
-        raise ConfigError(
-            f"run {run_name!r} recorded no {record!r} in {PROCEDURE_FILE}: it is not a connection-strength run "
-            "(`strength:` in the row)."
-        )
-    return frame[frame["record"] == record].dropna(axis=1, how="all")
+STRENGTH_HINT = "it is not a connection-strength run (`strength:` in the row)"
 
 
 def loss_trends(steps: pd.DataFrame, tasks: list[str], window: int) -> pd.DataFrame:
@@ -79,7 +64,7 @@ class PriorityTrendsReport(_RowsReport):
         """Fig. 4's data: ``row``, ``x`` (epoch), ``task``, ``value`` (% of channels; mean over seeds)."""
         frames = []
         for label, run in self._runs():
-            shares = read_procedure(self.runs_dir, run.name, "priorities")
+            shares = read_procedure(self.runs_dir, run.name, "priorities", STRENGTH_HINT)
             mean = shares.groupby(["epoch", "task"])["top_priority_percent"].mean().reset_index()
             frames.append(
                 pd.DataFrame(
@@ -92,7 +77,7 @@ class PriorityTrendsReport(_RowsReport):
         """Fig. 3's data: ``row``, ``x`` (epoch), ``pair``, ``value`` (loss-trend correlation)."""
         frames = []
         for label, run in self._runs():
-            steps = read_procedure(self.runs_dir, run.name, "phases")
+            steps = read_procedure(self.runs_dir, run.name, "phases", STRENGTH_HINT)
             tasks = [task.name for task in run.tasks]
             frames.append(loss_trends(steps, tasks, self.window).assign(row=label))
         return pd.concat(frames, ignore_index=True)

@@ -123,6 +123,7 @@ BUILTIN_KINDS = (
     "deconflict.reporting.conflict_tables",
     "deconflict.reporting.sparse_tables",
     "deconflict.reporting.priority_figures",
+    "deconflict.reporting.drmgf_figures",
 )
 
 

@@ -1,4 +1,7 @@
-"""Tables of training runs (kind ``run_table``): the paper's numbers beside ours, and the runs' curves."""
+"""Tables of training runs (kind ``run_table``): the paper's numbers beside ours, and the runs' curves;
+figures drawn from such rows: the training-loss curves of each row's run (kind ``loss_curves``, e.g.
+DR-MGF Fig. 13(b)) and a table's rows as a scatter of Δm against model size (kind ``run_scatter``,
+DR-MGF Fig. 1(b))."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from typing import Any
 import pandas as pd
 
 from deconflict.config import load_yaml
+from deconflict.errors import ConfigError
 from deconflict.experiments.reference import load_reference
-from deconflict.experiments.runner import load_run
+from deconflict.experiments.runner import PROCEDURE_FILE, load_run
 from deconflict.experiments.tables import (
     RUN_TABLE,
     RunTable,
@@ -20,7 +24,30 @@ from deconflict.experiments.tables import (
 from deconflict.reporting.report import Report, register_report
 from deconflict.reporting.style import profile_note
 
-__all__ = ["RunTableReport", "curves_figure", "row_overview"]
+__all__ = [
+    "LossCurvesReport",
+    "RunScatterReport",
+    "RunTableReport",
+    "curves_figure",
+    "read_procedure",
+    "row_overview",
+    "training_losses",
+]
+
+
+def read_procedure(runs_dir, run_name: str, record: str, hint: str) -> pd.DataFrame:
+    """The ``record`` rows of a run's ``procedure.csv`` (what its training procedure recorded), with a clear
+    error naming ``hint`` (why a run may have none) when they are absent."""
+    path = runs_dir / run_name / PROCEDURE_FILE
+    if not path.is_file():
+        raise ConfigError(f"run {run_name!r} has no {PROCEDURE_FILE} in {path.parent}: run `dvc repro`.")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a run of a deconflict.optim method records nothing here
+        frame = pd.DataFrame()
+    if frame.empty or "record" not in frame or not (frame["record"] == record).any():
+        raise ConfigError(f"run {run_name!r} recorded no {record!r} in {PROCEDURE_FILE}: {hint}.")
+    return frame[frame["record"] == record].dropna(axis=1, how="all")
 
 
 def row_overview(table: RunTable, reference: pd.DataFrame) -> pd.DataFrame:
@@ -166,3 +193,88 @@ class RunTableReport(Report):
 def _key(text: str) -> str:
     """A metrics key DVC can show (it splits nested keys on dots)."""
     return str(text).replace(".", "·")
+
+
+def training_losses(table: RunTable, runs_dir) -> pd.DataFrame:
+    """Each reproduced row's training loss per task and epoch (mean over seeds; the losses of the model
+    the procedure trains: for DR-MGF and Meta-GF the fused model's, on the fusion pass) — tidy (``x`` =
+    epoch, ``row``, ``series`` = task, ``value``)."""
+    frames = []
+    for row in table.rows:
+        for run in row.runs:
+            _, metrics = load_run(runs_dir / run.name)
+            losses = metrics[(metrics["split"] == "train") & (metrics["metric"] == "loss")]
+            mean = losses.groupby(["task", "epoch"])["value"].mean().reset_index()
+            frames.append(
+                pd.DataFrame({"x": mean["epoch"], "row": row.label, "series": mean["task"], "value": mean["value"]})
+            )
+    if not frames:
+        raise ConfigError(f"{table.table_id}: no row has a run (every row is later or not run).")
+    return pd.concat(frames, ignore_index=True)
+
+
+@register_report
+class LossCurvesReport(RunTableReport):
+    """The training-loss curves of each row's run, one panel per task (DR-MGF Fig. 13(b)); rows are declared
+    like a run table's. The paper's figure is an image: its reference holds what the text claims."""
+
+    kind = "loss_curves"
+
+    def table(self) -> pd.DataFrame:
+        """The last epoch's training loss of every row and task, and which row is lowest per task."""
+        data = training_losses(self.spec, self.runs_dir)
+        last = data[data["x"] == data["x"].max()].pivot(index="row", columns="series", values="value")
+        last = last.reindex([row.label for row in self.spec.rows if row.runs])
+        shown = last.copy()
+        shown["lowest on"] = [
+            ", ".join(task for task in last.columns if last[task].idxmin() == label) or "–" for label in last.index
+        ]
+        claims = self.reference[self.reference["kind"] == "claim"]
+        self.writer.table(
+            shown.round(4).reset_index(names="row"),
+            self.table_id,
+            caption=f"{self.title}: training loss at the last epoch ({profile_note(self.profile, short=True)})",
+            source="The runs' metrics.csv (train split, loss). Paper's claim: "
+            + "; ".join(f"{r}: {n}" for r, n in zip(claims["row"], claims["note"])),
+        )
+        self.dvc = {_key(label): {_key(t): float(v) for t, v in values.items()} for label, values in last.iterrows()}
+        return shown
+
+    def curves(self):
+        """One panel per task: the training loss per epoch of every row (log scale)."""
+        data = training_losses(self.spec, self.runs_dir)
+        rows = [row.label for row in self.spec.rows if row.runs]
+        fig = curves_figure(data, rows, f"{self.title} ({profile_note(self.profile, short=True)})")
+        for ax in fig.axes:
+            ax.set(yscale="log", ylabel="training loss")
+        return self.save_figure(fig, "curves", f"{self.title}: training loss per epoch", data)
+
+
+@register_report
+class RunScatterReport(RunTableReport):
+    """A run table's rows as points of Δm against the model size, the paper's beside ours (DR-MGF Fig. 1(b),
+    drawn from Table 6's rows: ``like: table6_nyuv2``)."""
+
+    kind = "run_scatter"
+
+    def figure(self):
+        """Δm (the paper's sign: lower is better) against #P, paper and reproduction side by side."""
+        import matplotlib.pyplot as plt
+
+        values = reproduce_table(self.spec, self.runs_dir, self.profile, self.reference)
+        delta = column_label(self.reference, "Δm")
+        size = column_label(self.reference, "#P")
+        if not delta or not size:
+            raise ConfigError(f"{self.table_id}: the reference prints no Δm or #P column to draw.")
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+        points = []
+        for ax, source in zip(axes, ("paper", "reproduced")):
+            rows = values[(values["source"] == source) & pd.to_numeric(values[delta], errors="coerce").notna()]
+            sizes = pd.to_numeric(rows[size].astype(str).str.lstrip("≈ "), errors="coerce")
+            ax.scatter(sizes, pd.to_numeric(rows[delta]), s=30)
+            for x, y, label in zip(sizes, pd.to_numeric(rows[delta]), rows["row"]):
+                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                points.append({"x": x, "row": label, "series": source, "value": y})
+            ax.set(title=source, xlabel=size, ylabel=f"{delta} (lower is better)")
+        fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
+        return self.save_figure(fig, "scatter", f"{self.title}: Δm against #P", pd.DataFrame(points))
