@@ -169,6 +169,9 @@ def test_recon_bins_distribution_and_reduction():
     method = pd.Series([60, 20, 10, 5, 5], index=bin_labels(edges), dtype=float)
     # tail below −0.01: the last three bins, 40 → 20
     assert tail_reduction(baseline, method, edges, RECON_BINS["table6"]["tail"]) == pytest.approx(50.0)
+    untouched = pd.Series([90, 10, 0, 0, 0], index=bin_labels(edges), dtype=float)  # no baseline cosine below −0.01
+    with pytest.raises(ShapeError, match="no mass in the tail"):
+        tail_reduction(untouched, method, edges, RECON_BINS["table6"]["tail"])
 
 
 def test_s_conflict_scores_rankings_and_distance():
@@ -222,6 +225,40 @@ def test_monitoring_does_not_change_training(aggregator):
     monitored = train([GradientMonitor(every=1, levels=("parameter", "feature"))], aggregator=aggregator)
     for (name, a), (_, b) in zip(plain.model.state_dict().items(), monitored.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("levels", [("parameter",), ("parameter", "feature")])
+def test_the_monitor_reads_the_aggregators_jacobian_as_if_it_had_measured_it(levels, monkeypatch):
+    """PCGrad with unit weights takes the monitor's gradients itself: the monitor reads them after the
+    step (no second set of backward passes) and its tables are the ones it gets measuring alone."""
+    from deconflict.train.update import AggregatedUpdate
+
+    calls = []
+    original = GradientMonitor.before_backward
+
+    def counting(self, trainer, losses, representation):
+        calls.append(trainer.rule.gives_task_jacobian(trainer))
+        original(self, trainer, losses, representation)
+
+    monkeypatch.setattr(GradientMonitor, "before_backward", counting)
+    reading = GradientMonitor(every=2, levels=levels)
+    train([reading], aggregator="pcgrad")
+    assert calls and all(calls)
+    monkeypatch.setattr(AggregatedUpdate, "gives_task_jacobian", lambda self, trainer: False)
+    measuring = GradientMonitor(every=2, levels=levels)
+    train([measuring], aggregator="pcgrad")
+    assert len(reading.pairs()) == len(measuring.pairs()) > 0
+    pd.testing.assert_frame_equal(reading.pairs(), measuring.pairs(), rtol=1e-12, atol=1e-15)
+    pd.testing.assert_frame_equal(reading.summary(), measuring.summary(), rtol=1e-12, atol=1e-15)
+
+
+def test_only_unit_weights_at_parameter_level_hand_the_jacobian_over():
+    joint = train(epochs=1)
+    assert not joint.rule.gives_task_jacobian(joint)  # joint training takes no Jacobian
+    pcgrad = train(aggregator="pcgrad", epochs=1)
+    assert pcgrad.rule.gives_task_jacobian(pcgrad)
+    pcgrad.config.level = "feature"
+    assert not pcgrad.rule.gives_task_jacobian(pcgrad)
 
 
 def test_monitor_tables():

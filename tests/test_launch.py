@@ -252,3 +252,58 @@ def test_a_recon_run_waits_for_its_scan_and_the_scan_is_submitted_first():
     # once the scan is collected (no longer stale), the Recon run is submitted
     report, todo = triage(stages[1:], stale - {"scan:nyuv2-split-equal"}, active=set())
     assert "nyuv2-split-pcgrad-recon" in [s.run for s in todo] and not report["waiting_for_scan"]
+
+
+def test_a_worker_trains_its_runs_in_one_process_with_the_bits_of_one_process_each(tmp_path):
+    """make repro's local workers run consecutive training stages through pipelines/train_batch.py (one
+    interpreter for all): the second run of a batch, trained after another in the same process, writes the
+    same bytes as when it is trained alone, as `dvc repro` runs it."""
+    from deconflict.experiments.launch import StageRunner, TrainStage
+
+    if not (REPO / "data" / "synthetic" / "nyuv2").is_dir():
+        pytest.skip("needs the smoke data: run `make repro` (or dvc repro pipelines/dvc.yaml:synthetic) first")
+    runs = ["nyuv2-split-pcgrad", "cityscapes-single-depth"]
+
+    def stage(run: str, where: Path) -> TrainStage:
+        cmd = f"python train.py --run {run} --out {where / run} --work {where / 'work' / run} --no-progress"
+        return TrainStage(run=run, address=f"train@{run}", cmd=cmd, wdir=str(REPO / "pipelines"), stale=True)
+
+    env = {"PATH": f"{BIN}:{os.environ['PATH']}"}
+    runner = StageRunner([stage(run, tmp_path / "batch") for run in runs], env)
+    assert [len(group) for group in runner._groups()] == [2]  # one process for both
+    batch = runner()
+    assert batch["finished"] == runs and batch["failed"] == {}
+    alone = StageRunner([stage(runs[1], tmp_path / "alone")], env)()
+    assert alone["finished"] == runs[1:]
+    for name in ("summary.json", "metrics.csv", "conflict_pairs.csv", "conflict_summary.csv", "curves.csv"):
+        batched, single = tmp_path / "batch" / runs[1] / name, tmp_path / "alone" / runs[1] / name
+        if single.exists() or batched.exists():
+            assert batched.read_bytes() == single.read_bytes(), name
+    assert (tmp_path / "batch" / runs[0] / "summary.json").is_file()
+
+
+def test_a_failing_run_of_a_batch_does_not_stop_the_others(tmp_path):
+    from deconflict.experiments.launch import StageRunner, TrainStage
+
+    if not (REPO / "data" / "synthetic" / "nyuv2").is_dir():
+        pytest.skip("needs the smoke data: run `make repro` (or dvc repro pipelines/dvc.yaml:synthetic) first")
+    good = "cityscapes-single-depth"
+    stages = [
+        TrainStage(
+            run="nonsense",
+            address="train@nonsense",
+            cmd="python train.py --run no-such-run --no-progress",
+            wdir=str(REPO / "pipelines"),
+            stale=True,
+        ),
+        TrainStage(
+            run=good,
+            address=f"train@{good}",
+            cmd=f"python train.py --run {good} --out {tmp_path / good} --work {tmp_path / 'w'} --no-progress",
+            wdir=str(REPO / "pipelines"),
+            stale=True,
+        ),
+    ]
+    report = StageRunner(stages, {"PATH": f"{BIN}:{os.environ['PATH']}"})()
+    assert report["finished"] == [good] and list(report["failed"]) == ["nonsense"]
+    assert set(report["seconds"]) == {"train@nonsense", f"train@{good}"}

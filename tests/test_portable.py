@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from deconflict.portable import PINNED_ENVIRONMENT, is_pinned
-from deconflict.reporting.verify import compare
+from deconflict.portable import PINNED_ENVIRONMENT, cpu_vendor, is_pinned
+from deconflict.reporting.verify import committed_vendor, compare, tolerance_for
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = os.path.abspath(sys.executable)
@@ -65,7 +65,7 @@ def fake_checkout(tmp_path: Path, profile: str) -> Path:
 
 
 def test_a_smoke_stage_pins_its_kernels_and_threads(tmp_path):
-    assert probe(fake_checkout(tmp_path, "smoke")) == ["AVX2", "1", "False", "False", "COMPATIBLE,STRICT"]
+    assert probe(fake_checkout(tmp_path, "smoke")) == ["AVX2", "1", "False", "False", "AVX2,STRICT"]
 
 
 def test_the_full_profile_and_the_opt_out_keep_the_fastest_kernels(tmp_path):
@@ -151,3 +151,26 @@ def test_verify_cli_passes_on_the_committed_numbers():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "0 outside" in result.stdout
+    # on a CPU of the vendor recorded with the committed numbers, nothing less than bit for bit passes
+    if committed_vendor(cwd=str(REPO)) == cpu_vendor():
+        assert "tolerance: bit for bit" in result.stdout and "0 within the tolerance" in result.stdout
+
+
+def test_the_committed_numbers_name_the_cpu_vendor_that_made_them():
+    assert committed_vendor(cwd=str(REPO)) in {"GenuineIntel", "AuthenticAMD"}  # an x86-64 machine with AVX2
+    assert cpu_vendor()  # this machine's
+
+
+def test_the_tolerance_is_zero_within_a_vendor_and_the_measured_one_across():
+    assert tolerance_for("AuthenticAMD", "AuthenticAMD", 0.1)[0] == 0.0
+    assert tolerance_for(None, "GenuineIntel", 0.1)[0] == 0.0  # nothing recorded: the claim is bit for bit
+    rtol, why = tolerance_for("GenuineIntel", "AuthenticAMD", 0.1)
+    assert rtol == 0.1 and "GenuineIntel" in why and "AuthenticAMD" in why
+    assert "not comparable" in tolerance_for("GenuineIntel", "AuthenticAMD", float("inf"))[1]
+
+
+def test_verify_refuses_a_tolerance_that_is_not_a_number():
+    result = subprocess.run(
+        [PYTHON, str(REPO / "pipelines" / "verify.py"), "--rtol", "loose"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--rtol must be a number or auto" in result.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -105,31 +106,75 @@ def train_stages(repo: Path) -> list[TrainStage]:
         return out
 
 
+#: a training stage's command as plan_runs.py writes it (``pipelines/train_stage.yaml``)
+_TRAIN_COMMAND = "python train.py "
+
+
 @dataclass
 class StageRunner:
     """What a job runs: the commands of some training stages, in order, each in its own folder. A run
     that fails does not stop the others; the job reports what finished. Requeued after a timeout or
-    a pre-emption, it starts again and every run resumes from its checkpoint."""
+    a pre-emption, it starts again and every run resumes from its checkpoint.
+
+    Consecutive ``python train.py …`` stages of one folder run in one process
+    (``pipelines/train_batch.py``: the same ``train.main`` per run, the same bits) instead of one
+    process each, which saves the interpreter's and PyTorch's start-up per run."""
 
     stages: list[TrainStage]
     environment: dict[str, str] = field(default_factory=dict)
 
     def __call__(self) -> dict[str, Any]:
-        import time
-
         finished, failed, seconds = [], {}, {}
         env = {**os.environ, **self.environment}
+        for group in self._groups():
+            for stage, status, elapsed, error in self._run_group(group, env):
+                seconds[stage.address] = elapsed
+                if status == 0:
+                    finished.append(stage.run)
+                else:
+                    failed[stage.run] = error or [f"exit status {status}"]
+        return {"finished": finished, "failed": failed, "seconds": seconds}
+
+    def _groups(self) -> list[list[TrainStage]]:
+        """The stages in order, consecutive training stages of one folder together."""
+        groups: list[list[TrainStage]] = []
         for stage in self.stages:
-            started = time.perf_counter()
-            result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
-            seconds[stage.address] = time.perf_counter() - started
+            batchable = stage.cmd.startswith(_TRAIN_COMMAND)
+            last = groups[-1] if groups else None
+            if batchable and last and last[0].cmd.startswith(_TRAIN_COMMAND) and last[0].wdir == stage.wdir:
+                last.append(stage)
+            else:
+                groups.append([stage])
+        return groups
+
+    @staticmethod
+    def _run_group(group: list[TrainStage], env: dict[str, str]) -> list[tuple[TrainStage, int, float, list[str]]]:
+        import tempfile
+        import time
+
+        if len(group) == 1 or not (Path(group[0].wdir) / "train_batch.py").is_file():
+            outcomes = []
+            for stage in group:
+                started = time.perf_counter()
+                result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
+                sys.stdout.write(result.stdout)
+                sys.stderr.write(result.stderr)
+                error = result.stderr.strip().splitlines()[-1:]
+                outcomes.append((stage, result.returncode, time.perf_counter() - started, error))
+            return outcomes
+        with tempfile.TemporaryDirectory() as folder:
+            report = Path(folder) / "report.json"
+            arguments = [stage.cmd[len(_TRAIN_COMMAND) :] for stage in group]
+            python = shutil.which("python", path=env.get("PATH")) or sys.executable  # the stages' own `python`
+            command = [python, "train_batch.py", "--report", str(report), "--", *arguments]
+            result = subprocess.run(command, cwd=group[0].wdir, env=env, capture_output=True, text=True)
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
-            if result.returncode == 0:
-                finished.append(stage.run)
-            else:
-                failed[stage.run] = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
-        return {"finished": finished, "failed": failed, "seconds": seconds}
+            done = json.loads(report.read_text()) if report.is_file() else []
+        outcomes = [(stage, int(entry["status"]), float(entry["seconds"]), []) for stage, entry in zip(group, done)]
+        crash = result.stderr.strip().splitlines()[-1:] or [f"train_batch.py exit status {result.returncode}"]
+        outcomes += [(stage, 1, 0.0, crash) for stage in group[len(done) :]]  # the process died before them
+        return outcomes
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit calls this before requeueing a timed-out or pre-empted job: run the same again

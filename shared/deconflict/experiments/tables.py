@@ -395,7 +395,8 @@ def reproduce_table(
         printed = reference[reference["row"] == row.label]
         if printed.empty and not row.extra:
             raise ConfigError(f"{table.reference} has no row {row.label!r} (rows: {sorted(set(reference['row']))}).")
-        paper = {"row": row.label, "source": "paper", "status": row.status}
+        # a row the paper does not print (extra) has no paper line to fill: say so instead of a status
+        paper = {"row": row.label, "source": "paper", "status": "not printed" if printed.empty else row.status}
         for _, cell in printed.iterrows():
             paper[cell["column"]] = cell["value"]
         records.append(paper)

@@ -139,22 +139,37 @@ class ConflictDistributionReport(_RowsReport):
         frame = pd.DataFrame(shares).T.reindex(columns=self.labels)
         baseline = shares[self.spec.baseline]
         frame["Reduction (%)"] = [
-            float("nan")
-            if label == self.spec.baseline
-            else tail_reduction(baseline, shares[label], self.edges, self.tail)
+            float("nan") if label == self.spec.baseline else self._reduction(baseline, shares[label])
             for label in frame.index
         ]
         return frame
+
+    def _reduction(self, baseline: pd.Series, shares: pd.Series) -> float:
+        """Recon's Reduction (%) of a row against the baseline; NaN where it is undefined (the baseline
+        has no cosine in the tail — seen in smoke runs with four measurements of one pair of tasks)."""
+        try:
+            return tail_reduction(baseline, shares, self.edges, self.tail)
+        except ShapeError as error:
+            if "no mass in the tail" not in str(error):
+                raise
+            return float("nan")
 
     def table(self) -> pd.DataFrame:
         """The paper's distribution beside ours, bin by bin, and the Reduction row."""
         ours = self.distributions()
         columns = [*self.labels, "Reduction (%)"]
         shown = self._side_by_side(ours, columns)
+        others = ours.drop(index=self.spec.baseline)["Reduction (%)"]
+        undefined = (
+            f"; Reduction (%) undefined: the baseline ({self.spec.baseline}) has no cosine below {self.tail:g}"
+            if len(others) and others.isna().all()
+            else ""
+        )
         self.writer.table(
             shown,
             self.table_id,
-            caption=f"{self.title}: % of task-pair cosines per bin ({profile_note(self.profile, short=True)})",
+            caption=f"{self.title}: % of task-pair cosines per bin "
+            f"({profile_note(self.profile, short=True)}){undefined}",
             source=self._source("conflict_pairs.csv"),
         )
         tail = self.labels[1:]

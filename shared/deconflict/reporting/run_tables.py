@@ -277,4 +277,5 @@ class RunScatterReport(RunTableReport):
                 points.append({"x": x, "row": label, "series": source, "value": y})
             ax.set(title=source, xlabel=size, ylabel=f"{delta} (lower is better)")
         fig.suptitle(f"{self.title} ({profile_note(self.profile, short=True)})", fontsize=10)
+        self.dvc = self._headlines(values)  # the numbers drawn: each row's headlines and Δm, as its table has them
         return self.save_figure(fig, "scatter", f"{self.title}: Δm against #P", pd.DataFrame(points))

@@ -14,9 +14,9 @@ from torch import Tensor
 from deconflict.analysis.gradients import feature_disentanglement_entropy, filter_index, pair_indices
 from deconflict.analysis.histories import WHOLE_SHARED
 from deconflict.errors import ConfigError
-from deconflict.grad import JacobianEngine
+from deconflict.grad import BackwardResult, JacobianEngine
 from deconflict.io import atomic_path
-from deconflict.train.callbacks import Callback
+from deconflict.train.callbacks import Callback, StepOutput
 
 if TYPE_CHECKING:  # pragma: no cover
     from deconflict.train.loop import Trainer
@@ -69,7 +69,10 @@ class GradientMonitor(Callback):
     representation. The gradients are taken with ``torch.autograd.grad`` on the unweighted task
     losses before the training backward pass and are never written to ``.grad`` (robust-MTL §5:
     "these raw gradients are not accumulated or populated to the network parameters"), so
-    training is bit-for-bit the same with or without the monitor.
+    training is bit-for-bit the same with or without the monitor. Where the update rule takes exactly
+    these gradients itself (an aggregator over the shared parameters with unit weights:
+    :meth:`~deconflict.train.UpdateRule.gives_task_jacobian`), the monitor reads the rule's Jacobian
+    after the step instead of repeating its T backward passes.
 
     Tables (pandas, one row per …):
         :meth:`pairs` — step × level × layer × task pair: cosine, magnitude similarity, gradient
@@ -111,6 +114,7 @@ class GradientMonitor(Callback):
         self.conflict_value = conflict_value
         self.engine = JacobianEngine("auto")
         self._blocks: _Blocks | None = None
+        self._pending: tuple[int, int, list[str], list[tuple[str, Tensor | None]]] | None = None
         self._pairs: list[dict[str, Any]] = []
         self._summary: list[dict[str, Any]] = []
 
@@ -120,15 +124,42 @@ class GradientMonitor(Callback):
         if step % self.every:
             return
         names = list(trainer.model.task_names) or [str(i) for i in range(len(losses))]
+        measured: list[tuple[str, Tensor | None]] = []
         if "parameter" in self.levels:
             params = trainer.parameter_split()[0]  # what the aggregator sees as shared
-            jac = self.engine(list(losses), params, retain_graph=True)
             if self._blocks is None:
                 self._blocks = self._parameter_blocks(trainer, params)
-            self._record(step, trainer.epoch, "parameter", jac, names, entropy=False, blocks=self._blocks)
+            # an update rule that takes exactly these gradients anyway hands them over after its backward
+            # pass (on_step_end): the same matrix, without T more backward passes
+            reused = trainer.rule.gives_task_jacobian(trainer)
+            measured.append(("parameter", None if reused else self.engine(list(losses), params, retain_graph=True)))
         if "feature" in self.levels:
-            jac = self.engine(list(losses), representation, retain_graph=True)
-            self._record(step, trainer.epoch, "feature", jac, names, entropy=True)
+            measured.append(("feature", self.engine(list(losses), representation, retain_graph=True)))
+        if any(jac is None for _, jac in measured):
+            self._pending = (step, trainer.epoch, names, measured)
+        else:
+            self._record_all(step, trainer.epoch, names, measured)
+
+    def on_step_end(self, trainer: Trainer, output: StepOutput) -> None:
+        if self._pending is None:
+            return
+        step, epoch, names, measured = self._pending
+        self._pending = None
+        result = output.backward
+        if not isinstance(result, BackwardResult) or result.level != "parameter":
+            raise ConfigError(
+                f"{type(trainer.rule).__name__}.gives_task_jacobian() is true but its step returned no "
+                "parameter-level BackwardResult: the gradient monitor has nothing to measure."
+            )
+        read = [(level, result.jacobian if jac is None else jac) for level, jac in measured]
+        self._record_all(step, epoch, names, read)
+
+    def _record_all(self, step: int, epoch: int, names: list[str], measured: list[tuple[str, Tensor]]) -> None:
+        for level, jac in measured:
+            if level == "parameter":
+                self._record(step, epoch, level, jac, names, entropy=False, blocks=self._blocks)
+            else:
+                self._record(step, epoch, level, jac, names, entropy=True)
 
     def _parameter_blocks(self, trainer: Trainer, params: list[Tensor]) -> _Blocks:
         """Which layer (0 = the whole shared part, then each layer) and which filter every column is."""

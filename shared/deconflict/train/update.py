@@ -98,6 +98,14 @@ class UpdateRule:
         need the rule's state (e.g. pruning by DR-MGF's learned routes); the results go to
         ``records()``."""
 
+    def gives_task_jacobian(self, trainer: Trainer) -> bool:
+        """Whether every step's :class:`~deconflict.train.StepOutput` carries, in ``backward``, the
+        Jacobian of the *unweighted* task losses with respect to ``trainer.parameter_split()[0]`` — the
+        matrix a :class:`~deconflict.train.GradientMonitor` measures. Then the monitor reads it there
+        instead of taking the same T backward passes again (one measurement of a SegNet-MTAN smoke run
+        costs about what its training step does)."""
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -201,6 +209,17 @@ class AggregatedUpdate(MethodUpdate):
     """Per-task gradients of the shared part aggregated into one direction (see
     :class:`~deconflict.grad.MultiTaskBackward`); the split of shared and task parameters and what
     the heads receive follow the trainer's configuration (``shared``, ``head_gradients``)."""
+
+    def gives_task_jacobian(self, trainer: Trainer) -> bool:
+        # at parameter level with weights that are exactly 1 (Equal, "sum"), the rows it differentiates,
+        # L_t · 1, have bit for bit the gradients of L_t; any other weighting scales them
+        weighting = self.methods.weighting
+        return (
+            trainer.config.level == "parameter"
+            and isinstance(weighting, optim.Equal)
+            and weighting.reduction == "sum"
+            and weighting.penalty() is None
+        )
 
     def backward(self, trainer, rows, weights, penalty, representation, context):
         weighted, objective = _weighted_rows(rows, weights, penalty)
