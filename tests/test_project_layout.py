@@ -263,4 +263,5 @@ def test_the_readme_states_the_smoke_budget_the_benchmark_checks():
         "`make test` after it": stage_times.MAKE_TEST_MINUTES,
     }
     assert stated == expected
-    assert sum(stage_times.BUDGET_MINUTES.values()) <= stage_times.TOTAL_MINUTES
+    # core-minutes of WORKERS stages side by side within the wall budget of `dvc repro`
+    assert sum(stage_times.BUDGET_MINUTES.values()) <= stage_times.WORKERS * stage_times.TOTAL_MINUTES
