@@ -53,7 +53,7 @@ SHARED = next(iter(BUDGET_MINUTES))
 STAGE = re.compile(r"Running stage '(?P<stage>[^']+)'")
 LAUNCH, LAUNCHED = re.compile(r"^launch: training"), re.compile(r"^trained and recorded")
 #: the pipeline a fresh checkout runs (the Makefile's PIPELINE, without the plan check)
-PIPELINE = "python pipelines/launch.py --workers 2 --wait && dvc repro"
+PIPELINE = f"python pipelines/launch.py --workers {WORKERS} --wait && dvc repro"
 
 
 def papers_of_runs(checkout: Path) -> dict[str, set[str]]:

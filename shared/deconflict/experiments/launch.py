@@ -127,7 +127,8 @@ class StageRunner:
         finished, failed, seconds = [], {}, {}
         env = {**os.environ, **self.environment}
         for group in self._groups():
-            for stage, status, elapsed, error in self._run_group(group, env):
+            outcomes = _run_batch(group, env) if len(group) > 1 else [_run_alone(group[0], env)]
+            for stage, status, elapsed, error in outcomes:
                 seconds[stage.address] = elapsed
                 if status == 0:
                     finished.append(stage.run)
@@ -136,45 +137,15 @@ class StageRunner:
         return {"finished": finished, "failed": failed, "seconds": seconds}
 
     def _groups(self) -> list[list[TrainStage]]:
-        """The stages in order, consecutive training stages of one folder together."""
+        """The stages in order, consecutive batchable training stages of one folder together."""
         groups: list[list[TrainStage]] = []
         for stage in self.stages:
-            batchable = stage.cmd.startswith(_TRAIN_COMMAND)
-            last = groups[-1] if groups else None
-            if batchable and last and last[0].cmd.startswith(_TRAIN_COMMAND) and last[0].wdir == stage.wdir:
-                last.append(stage)
+            last = groups[-1][-1] if groups else None
+            if last is not None and _batchable(last) and _batchable(stage) and last.wdir == stage.wdir:
+                groups[-1].append(stage)
             else:
                 groups.append([stage])
         return groups
-
-    @staticmethod
-    def _run_group(group: list[TrainStage], env: dict[str, str]) -> list[tuple[TrainStage, int, float, list[str]]]:
-        import tempfile
-        import time
-
-        if len(group) == 1 or not (Path(group[0].wdir) / "train_batch.py").is_file():
-            outcomes = []
-            for stage in group:
-                started = time.perf_counter()
-                result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
-                sys.stdout.write(result.stdout)
-                sys.stderr.write(result.stderr)
-                error = result.stderr.strip().splitlines()[-1:]
-                outcomes.append((stage, result.returncode, time.perf_counter() - started, error))
-            return outcomes
-        with tempfile.TemporaryDirectory() as folder:
-            report = Path(folder) / "report.json"
-            arguments = [stage.cmd[len(_TRAIN_COMMAND) :] for stage in group]
-            python = shutil.which("python", path=env.get("PATH")) or sys.executable  # the stages' own `python`
-            command = [python, "train_batch.py", "--report", str(report), "--", *arguments]
-            result = subprocess.run(command, cwd=group[0].wdir, env=env, capture_output=True, text=True)
-            sys.stdout.write(result.stdout)
-            sys.stderr.write(result.stderr)
-            done = json.loads(report.read_text()) if report.is_file() else []
-        outcomes = [(stage, int(entry["status"]), float(entry["seconds"]), []) for stage, entry in zip(group, done)]
-        crash = result.stderr.strip().splitlines()[-1:] or [f"train_batch.py exit status {result.returncode}"]
-        outcomes += [(stage, 1, 0.0, crash) for stage in group[len(done) :]]  # the process died before them
-        return outcomes
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit calls this before requeueing a timed-out or pre-empted job: run the same again
@@ -182,6 +153,46 @@ class StageRunner:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+#: what one stage's run gave: the stage, its exit status, its seconds, the last line of its error
+_Outcome = tuple[TrainStage, int, float, list[str]]
+
+
+def _batchable(stage: TrainStage) -> bool:
+    """A ``python train.py …`` stage in a folder that has the batch runner (``pipelines/``)."""
+    return stage.cmd.startswith(_TRAIN_COMMAND) and (Path(stage.wdir) / "train_batch.py").is_file()
+
+
+def _run_alone(stage: TrainStage, env: dict[str, str]) -> _Outcome:
+    """The stage's own command, in its own process (what ``dvc repro`` runs)."""
+    import time
+
+    started = time.perf_counter()
+    result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return stage, result.returncode, time.perf_counter() - started, result.stderr.strip().splitlines()[-1:]
+
+
+def _run_batch(group: list[TrainStage], env: dict[str, str]) -> list[_Outcome]:
+    """Training stages of one folder through ``train_batch.py``, one process for all of them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        arguments = [stage.cmd[len(_TRAIN_COMMAND) :] for stage in group]
+        python = shutil.which("python", path=env.get("PATH")) or sys.executable  # the stages' own `python`
+        command = [python, "train_batch.py", "--report", str(report), "--", *arguments]
+        result = subprocess.run(command, cwd=group[0].wdir, env=env, capture_output=True, text=True)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        done = json.loads(report.read_text()) if report.is_file() else []
+    outcomes = [(stage, int(entry["status"]), float(entry["seconds"]), []) for stage, entry in zip(group, done)]
+    if len(done) < len(group):  # the process died before these
+        crash = result.stderr.strip().splitlines()[-1:] or [f"train_batch.py exit status {result.returncode}"]
+        outcomes += [(stage, 1, 0.0, crash) for stage in group[len(done) :]]
+    return outcomes
 
 
 def _ledger_path(repo: Path) -> Path:
